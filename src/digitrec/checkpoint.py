@@ -1,0 +1,167 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else. Never pickle.
+
+A model checkpoint is one self-contained ``.safetensors`` file whose header
+metadata holds a JSON record (model name, normalization, classes, metrics), so a
+single file can be copied, shipped, or pointed at with ``--model-path``.
+
+The resumable training state (optimizer, scheduler, RNG, position in the epoch)
+is a nested structure of tensors and plain values; ``save_tree`` stores its
+tensors as safetensors and the structure, with references to them, as JSON in
+the same file's header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from digitrec.errors import CheckpointError
+from digitrec.files import atomic_path
+from digitrec.models import MODELS, build_model
+
+FORMAT = "digitrec-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_model(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> None:
+    record = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"digitrec": json.dumps(record)})
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON record of a checkpoint, reading only the header."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint at {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give a .safetensors file or a run")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors checkpoint ({exc}); "
+            "it may be truncated or another kind of file"
+        ) from None
+    if "digitrec" not in header:
+        raise CheckpointError(
+            f"{path} has no digitrec metadata: it was not saved by digitrec "
+            "(train one with `digitrec train`)"
+        )
+    try:
+        meta = json.loads(header["digitrec"])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt digitrec metadata ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("model") not in MODELS:
+        raise CheckpointError(
+            f"{path}: metadata names model {meta.get('model')!r}, which this version of "
+            f"digitrec does not know (known: {', '.join(MODELS)})"
+        )
+    return meta
+
+
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the architecture the metadata names and load the weights into it, in eval mode."""
+    meta = read_meta(path)
+    norm = meta.get("normalization", {})
+    model = build_model(
+        meta["model"],
+        num_classes=len(meta.get("classes", range(10))),
+        mean=norm.get("mean", 0.1307),
+        std=norm.get("std", 0.3081),
+    )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot read tensors ({exc})") from None
+    load_state(model, state, f"{path} (model {meta['model']!r})")
+    return model.to(device).eval(), meta
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict`` with a message that says exactly what does not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append("shape mismatch: " + "; ".join(shapes[:3]))
+        raise CheckpointError(
+            f"{what} does not match the architecture: {', '.join(parts)}. "
+            "Was it saved from a different model?"
+        )
+    model.load_state_dict(state)
+
+
+# ------------------------------------------------------------ nested state trees
+
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "root"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise TypeError(f"cannot store dict keys of {prefix}")
+        return {
+            "__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
+        }
+    if isinstance(obj, (list, tuple)):
+        return [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix!r} without pickle")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save_tree(path: str | os.PathLike[str], tree: Any) -> None:
+    """Write a nested structure as one safetensors file: tensors as tensors, the
+    structure as JSON in the header. One file, so one atomic rename."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _flatten(tree, "", tensors)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"tree": json.dumps(structure)})
+
+
+def load_tree(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No resumable training state at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            structure = json.loads((f.metadata() or {})["tree"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        return _unflatten(structure, tensors)
+    except (json.JSONDecodeError, SafetensorError, OSError, KeyError) as exc:
+        raise CheckpointError(f"Training state {path} is corrupt ({exc})") from None

@@ -1,0 +1,373 @@
+"""The ``digitrec`` command line: data, models, train, runs, evaluate, predict.
+
+Every subcommand reports problems it knows about as one line starting
+``error:`` and exit code 2; Ctrl-C during training exits 130 after saving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from digitrec.errors import DigitrecError
+
+EPILOG = """examples:
+  digitrec data verify
+  digitrec train --recipe fast
+  digitrec runs
+  digitrec evaluate runs/20261122-101500-fast
+  digitrec predict my_digit.png another.jpg
+  digitrec predict --random 20
+
+environment:
+  DIGITREC_DATA_DIR   where datasets live (default ~/.cache/digitrec/data)
+  DIGITREC_RUNS_DIR   where training runs are written (default ./runs)
+  DIGITREC_MODEL      checkpoint that predict uses (default: best run, then shipped model)
+"""
+
+
+def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+    if dataset:
+        p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
+    p.add_argument("--data-dir", help="dataset directory (default $DIGITREC_DATA_DIR or cache)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from digitrec.recipes import OPTIMIZERS, RECIPES, SCHEDULES
+
+    parser = argparse.ArgumentParser(
+        prog="digitrec",
+        description="Handwritten digit recognition: data, model zoo, training, evaluation, "
+        "prediction.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from digitrec import __version__
+
+    parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # data
+    data = sub.add_parser("data", help="download, verify and look at datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = dsub.add_parser("download", help="fetch missing files from the official mirrors (MD5-checked)")
+    _data_args(p)
+    p.add_argument("--mirror", action="append", help="base URL to try instead (repeatable)")
+    p = dsub.add_parser("verify", help="check every file's checksum and count images per class")
+    _data_args(p)
+    p = dsub.add_parser("show", help="write a grid of samples and the class distribution as PNG")
+    _data_args(p)
+    p.add_argument("--out", default=".", help="directory for samples.png and classes.png")
+    p.add_argument("--seed", type=int, default=0)
+
+    # models
+    sub.add_parser("models", help="list the model zoo with parameter counts")
+
+    # train
+    p = sub.add_parser(
+        "train",
+        help="train a model into runs/<timestamp>-<model>/",
+        description="Train a model. A recipe sets every default; flags override it. "
+        f"Recipes: {', '.join(RECIPES)}. With --model alone, the model's own recipe is used.",
+    )
+    p.add_argument("--recipe", choices=list(RECIPES), help="named set of settings (default: fast)")
+    p.add_argument("--model", help="mlp, cnn, cnn4, fast or best")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (the peak, for onecycle)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random rotation, translation, scaling and shear on the device")  # fmt: skip
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                   help="stop after this many epochs without a better validation accuracy")  # fmt: skip
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--val-size", type=int, help="validation images held out of training")
+    p.add_argument("--limit", type=int, help="train on only this many images (quick tries)")
+    p.add_argument("--out", help="run directory (default <runs-dir>/<timestamp>-<model>)")
+    p.add_argument("--runs-dir", help="where runs go (default $DIGITREC_RUNS_DIR or ./runs)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _data_args(p, dataset=False)
+    p.add_argument("--dataset", help="mnist (default) or fashion-mnist")
+
+    # runs
+    p = sub.add_parser("runs", help="list training runs, best validation accuracy first")
+    p.add_argument("--runs-dir")
+
+    # evaluate
+    p = sub.add_parser("evaluate", help="test-set metrics, confusion matrix, calibration, report")
+    p.add_argument("target", metavar="RUN|CHECKPOINT")
+    p.add_argument("--out", help="report directory (default: the run, or <checkpoint>-report)")
+    p.add_argument("--runs-dir")
+    p.add_argument("--device", default="auto")
+    _data_args(p, dataset=False)
+
+    # predict
+    p = sub.add_parser("predict", help="recognize digits in image files, or in random test images")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG, BMP, GIF or WebP files")
+    p.add_argument("--random", type=int, metavar="N", help="predict N random MNIST test images")
+    p.add_argument("--seed", type=int, default=0, help="for --random")
+    p.add_argument("--grid", default="predictions.png", help="PNG grid written by --random")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--model-path", help="checkpoint or run (default: $DIGITREC_MODEL, best run, "
+                   "shipped model)")  # fmt: skip
+    p.add_argument("--runs-dir")
+    p.add_argument("--device", default="cpu")
+    _data_args(p, dataset=False)
+    return parser
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def cmd_data(args) -> int:
+    from digitrec import data, plots
+
+    spec = data.get_spec(args.dataset)
+    root = data.resolve_data_dir(args.data_dir)
+    if args.data_command == "download":
+        missing = [k for k in data.FILE_KINDS if data.find_file(spec, k, root) is None]
+        if missing:
+            data.download(spec, root, missing, mirrors=args.mirror)
+        ds = data.load_dataset(spec.name, root, download_missing=False)
+        print(f"{spec.title}: all files present and verified in {root / spec.name}")
+        return 0
+    ds = data.load_dataset(spec.name, root)
+    if args.data_command == "verify":
+        print(f"{spec.title}")
+        for kind, f in ds.files.items():
+            print(f"  {kind:<13} ok ({f['verified']})  {f['path']}")
+        print(f"  train {len(ds.train_labels)} images, test {len(ds.test_labels)} images")
+        tr = ds.train_labels.bincount(minlength=10).tolist()
+        te = ds.test_labels.bincount(minlength=10).tolist()
+        width = max(5, *(len(c) for c in spec.classes))
+        print(f"  {'class':<{width}}  {'train':>6}  {'test':>6}")
+        for c, a, b in zip(spec.classes, tr, te, strict=True):
+            print(f"  {c:<{width}}  {a:>6}  {b:>6}")
+        return 0
+    import torch
+
+    out = Path(args.out)
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(ds.train_images), generator=g)[:50]
+    plots.image_grid(
+        ds.train_images[idx].numpy(),
+        [spec.classes[int(ds.train_labels[i])] for i in idx],
+        out / "samples.png",
+        suptitle=f"{spec.title}: 50 random training images",
+    )
+    plots.class_distribution(
+        {
+            "train": ds.train_labels.bincount(minlength=10).tolist(),
+            "test": ds.test_labels.bincount(minlength=10).tolist(),
+        },
+        spec.classes,
+        out / "classes.png",
+    )
+    print(f"wrote {out / 'samples.png'} and {out / 'classes.png'}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from digitrec.models import MODELS, build_model, count_parameters, describe
+
+    print(f"{'model':<6} {'parameters':>10}  description")
+    for name in MODELS:
+        print(f"{name:<6} {count_parameters(build_model(name)):>10,}  {describe(name)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from digitrec import data, runs
+    from digitrec.recipes import TrainConfig, make_config
+    from digitrec.train import train
+
+    if args.resume:
+        run_dir = runs.resolve_run(args.resume, runs.runs_root(args.runs_dir))
+        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["settings"])
+    else:
+        overrides = {
+            k: getattr(args, k)
+            for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule",
+                      "augment", "label_smoothing", "early_stop", "seed", "device", "val_size",
+                      "limit", "dataset")
+        }  # fmt: skip
+        cfg = make_config(args.recipe, args.model, overrides)
+    ds = data.load_dataset(cfg.dataset, args.data_dir)
+    if not args.resume:
+        if args.out:
+            run_dir = Path(args.out)
+            if (run_dir / "config.json").exists():
+                raise DigitrecError(f"{run_dir} already holds a run; use --resume or another --out")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = runs.new_run_dir(runs.runs_root(args.runs_dir), cfg.model)
+        print(f"run {run_dir}: {cfg.model} on {cfg.dataset}, recipe {cfg.recipe}, "
+              f"{cfg.epochs} epochs, seed {cfg.seed}")  # fmt: skip
+    result = train(cfg, ds, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    print(
+        f"done: best validation accuracy {result.best_val_acc:.4f} in "
+        f"{result.train_seconds:.1f}s of training. Checkpoints in {run_dir}\n"
+        f"next: digitrec evaluate {run_dir}"
+    )
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from digitrec.runs import list_runs, runs_root
+
+    root = runs_root(args.runs_dir)
+    rows = list_runs(root)
+    if not rows:
+        print(f"no runs in {root}; start one with `digitrec train`")
+        return 0
+
+    def pct(v: float | None) -> str:
+        return f"{v:.2%}" if v is not None else "-"
+
+    print(f"{'run':<34} {'model':<6} {'data':<13} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
+          f"{'params':>9} {'train s':>8}  status")  # fmt: skip
+    for r in rows:
+        print(f"{r.path.name:<34} {r.model:<6} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
+              f"{pct(r.test_acc):>8} {r.params:>9,} {r.train_seconds:>8.1f}  {r.status}")  # fmt: skip
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from digitrec import data, runs
+    from digitrec.checkpoint import load_model
+    from digitrec.evaluate import evaluate
+    from digitrec.models import resolve_device
+
+    target = Path(args.target)
+    if target.suffix == ".safetensors" or target.is_file():
+        ckpt = target
+        out = Path(args.out) if args.out else target.with_name(target.stem + "-report")
+    else:
+        run = runs.resolve_run(args.target, runs.runs_root(args.runs_dir))
+        ckpt, out = run / "best.safetensors", Path(args.out) if args.out else run
+    model, meta = load_model(ckpt, resolve_device(args.device))
+    ds = data.load_dataset(meta.get("dataset", "mnist"), args.data_dir)
+    r = evaluate(model, meta, ds, out, source=str(ckpt))
+    print(f"{meta['model']} on {ds.spec.name} test: accuracy {r['accuracy']:.4f} "
+          f"({r['errors']} errors in {r['images']}), loss {r['loss']:.4f}, ECE {r['ece']:.4f}")  # fmt: skip
+    print("most confused (true -> predicted): " + ", ".join(
+        f"{p['true']}->{p['predicted']} x{p['count']}" for p in r["most_confused"][:5]))  # fmt: skip
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from digitrec.predictor import Predictor
+
+    if not args.images and not args.random:
+        raise DigitrecError("give image files to predict, or --random N for test images")
+    predictor = Predictor.load(args.model_path, args.runs_dir, device=args.device)
+    if not args.json:
+        acc = predictor.meta.get("test_accuracy")
+        print(f"model: {predictor.name} ({predictor.source}: {predictor.path})"
+              + (f", test accuracy {acc:.2%}" if acc else ""))  # fmt: skip
+    if args.random:
+        return _predict_random(predictor, args)
+    from digitrec.errors import ImageError
+
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            pred = predictor.predict_one(path)
+        except ImageError as exc:
+            failed += 1
+            results.append({"file": path, "error": str(exc)})
+            if not args.json:
+                print(f"error: {exc}")
+            continue
+        top3 = [{"label": predictor.classes[d], "probability": p} for d, p in pred.top(3)]
+        results.append({"file": path, **pred.to_dict(), "top3": top3})
+        if args.json:
+            continue
+        if pred.blank:
+            print(f"{path}: no digit found (the image is blank or nearly blank)")
+        else:
+            top = ", ".join(f"{predictor.classes[d]} {p:.1%}" for d, p in pred.top(3))
+            flag = "  (not sure)" if pred.uncertain else ""
+            print(f"{path}: {pred.label}  top-3: {top}{flag}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def _predict_random(predictor, args) -> int:
+    import torch
+
+    from digitrec import data, plots
+
+    ds = data.load_dataset(predictor.meta.get("dataset", "mnist"), args.data_dir)
+    n = min(args.random, len(ds.test_images))
+    idx = torch.randperm(len(ds.test_images), generator=torch.Generator().manual_seed(args.seed))[:n]
+    probs = predictor.probabilities(data.to_float(ds.test_images[idx]))
+    conf, pred = probs.max(1)
+    truth = ds.test_labels[idx]
+    correct = pred == truth
+    cls = predictor.classes
+    rows = [
+        {"index": int(i), "true": cls[int(t)], "predicted": cls[int(p)], "confidence": float(c)}
+        for i, t, p, c in zip(idx, truth, pred, conf, strict=True)
+    ]
+    plots.image_grid(
+        ds.test_images[idx].numpy(),
+        [f"{r['predicted']} ({r['true']})" for r in rows],
+        args.grid,
+        colors=["tab:green" if ok else "tab:red" for ok in correct.tolist()],
+        suptitle=f"predicted (true): {int(correct.sum())}/{n} correct",
+    )
+    if args.json:
+        print(json.dumps({"accuracy": correct.float().mean().item(), "predictions": rows,
+                          "grid": str(args.grid)}, indent=2))  # fmt: skip
+        return 0
+    for r, ok in zip(rows, correct.tolist(), strict=True):
+        mark = "ok" if ok else "WRONG"
+        print(f"test #{r['index']:<5} true {r['true']}  predicted {r['predicted']} "
+              f"({r['confidence']:.1%})  {mark}")  # fmt: skip
+    print(f"accuracy {correct.float().mean().item():.2%} ({int(correct.sum())}/{n}); "
+          f"grid: {args.grid}")  # fmt: skip
+    return 0
+
+
+COMMANDS = {
+    "data": cmd_data,
+    "models": cmd_models,
+    "train": cmd_train,
+    "runs": cmd_runs,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from digitrec.train import Interrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
+    except DigitrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

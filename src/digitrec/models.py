@@ -1,0 +1,156 @@
+"""The model zoo. Every model maps a (N, 1, 28, 28) float batch in [0, 1] to logits.
+
+Each network is a plain ``nn.Sequential`` that reads top to bottom. Input
+normalization is the first layer, with its mean and std kept as buffers, so a
+checkpoint carries everything needed to use it (and ONNX exports include it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from digitrec.errors import DigitrecError
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3) -> list[nn.Module]:
+    """Convolution, batch norm, ReLU: the block our own models are built from."""
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def mlp(num_classes: int) -> list[nn.Module]:
+    """Classic feedforward baseline: 784 -> 512 -> 256 -> 10 with dropout."""
+    return [
+        nn.Flatten(),
+        nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(256, num_classes),
+    ]  # fmt: skip
+
+
+def cnn(num_classes: int) -> list[nn.Module]:
+    """Classic Keras-tutorial CNN: conv32, pool, conv64, pool, dense128, dropout."""
+    return [
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),   # 26 -> 13
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # 11 -> 5
+        nn.Flatten(),
+        nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Dropout(0.3),
+        nn.Linear(128, num_classes),
+    ]  # fmt: skip
+
+
+def cnn4(num_classes: int) -> list[nn.Module]:
+    """Four conv blocks of 32, 64, 128 and 256 filters with max pooling, dropout 0.5."""
+    layers: list[nn.Module] = []
+    for cin, cout in ((1, 32), (32, 64), (64, 128), (128, 256)):  # 28 -> 14 -> 7 -> 3 -> 1
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    return [
+        *layers,
+        nn.Flatten(), nn.Dropout(0.5),
+        nn.Linear(256, 256), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(256, num_classes),
+    ]  # fmt: skip
+
+
+def fast(num_classes: int) -> list[nn.Module]:
+    """Ours, for accuracy per CPU-second: three small batch-normed conv blocks.
+
+    Few channels at full resolution (the first convolution dominates the cost on a
+    CPU), pooling after every block, and a single linear layer on the 3x3 maps.
+    """
+    return [
+        *conv_bn(1, 16), nn.MaxPool2d(2),    # 28 -> 14
+        *conv_bn(16, 32), nn.MaxPool2d(2),   # 14 -> 7
+        *conv_bn(32, 64), nn.MaxPool2d(2),   # 7 -> 3
+        nn.Flatten(),
+        nn.Linear(64 * 3 * 3, num_classes),
+    ]  # fmt: skip
+
+
+def best(num_classes: int) -> list[nn.Module]:
+    """Ours, for accuracy: VGG-style pairs of batch-normed 3x3 convolutions.
+
+    Wide enough to model the variety of strokes, global average pooling and dropout
+    before the classifier keep it from memorizing the training set.
+    """
+    return [
+        *conv_bn(1, 32), *conv_bn(32, 32), nn.MaxPool2d(2),      # 28 -> 14
+        *conv_bn(32, 64), *conv_bn(64, 64), nn.MaxPool2d(2),     # 14 -> 7
+        *conv_bn(64, 128), *conv_bn(128, 128), nn.MaxPool2d(2),  # 7 -> 3
+        *conv_bn(128, 256),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.25),
+        nn.Linear(256, num_classes),
+    ]  # fmt: skip
+
+
+MODELS: dict[str, Callable[[int], list[nn.Module]]] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "cnn4": cnn4,
+    "fast": fast,
+    "best": best,
+}
+
+
+def build_model(
+    name: str, num_classes: int = 10, mean: float = 0.1307, std: float = 0.3081
+) -> nn.Sequential:
+    if name not in MODELS:
+        raise DigitrecError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return nn.Sequential(Normalize(mean, std), *MODELS[name](num_classes))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(name: str) -> str:
+    """First line of the model's docstring, for `digitrec models`."""
+    return (MODELS[name].__doc__ or "").strip().splitlines()[0].rstrip(".")
+
+
+@torch.inference_mode()
+def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """Logits for a whole float tensor, in large batches on the model's device (CPU result)."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [
+        model(x[i : i + batch_size].to(device, non_blocking=True)).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(outs) if outs else torch.empty(0, 10)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit name must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DigitrecError("--device cuda: no CUDA GPU is available here; use --device auto")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise DigitrecError("--device mps: Apple MPS is not available here; use --device auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise DigitrecError(f"Unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)

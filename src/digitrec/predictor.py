@@ -1,0 +1,157 @@
+"""The one way to turn images into predictions, shared by the CLI, the GUI and the server.
+
+``Predictor.load()`` resolves a model once: ``--model-path``, then
+``$DIGITREC_MODEL``, then the best run under the runs directory, then the
+default model shipped inside the package. ``predict()`` runs the preprocessing
+pipeline and the model on a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitrec.checkpoint import load_model
+from digitrec.errors import CheckpointError
+from digitrec.models import resolve_device
+from digitrec.preprocess import ImageLike, Preprocessed, preprocess
+from digitrec.runs import best_checkpoint, resolve_run, runs_root
+
+MODEL_ENV = "DIGITREC_MODEL"
+UNCERTAIN_BELOW = 0.6
+
+
+def shipped_model_path() -> Path:
+    return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
+
+
+def resolve_model_path(
+    model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
+) -> tuple[Path, str]:
+    """The checkpoint to use and where it came from (for status lines and /api/model)."""
+    for value, source in ((model_path, "--model-path"), (os.environ.get(MODEL_ENV), MODEL_ENV)):
+        if value:
+            p = Path(value)
+            if p.is_dir():  # a run directory
+                p = resolve_run(p) / "best.safetensors"
+            if not p.is_file():
+                raise CheckpointError(f"{source}: no checkpoint at {p}")
+            return p, source
+    best = best_checkpoint(runs_root(runs_dir))
+    if best is not None:
+        return best, f"best run ({best.parent.name})"
+    shipped = shipped_model_path()
+    if shipped.is_file():
+        return shipped, "shipped default"
+    raise CheckpointError(
+        "No model found: no --model-path, no $DIGITREC_MODEL, no run under "
+        f"{runs_root(runs_dir)}, and no shipped default. Train one with `digitrec train`."
+    )
+
+
+@dataclass
+class Prediction:
+    digit: int | None  # None when no digit was found
+    label: str
+    confidence: float
+    probabilities: list[float]
+    uncertain: bool
+    blank: bool
+    image: np.ndarray  # the 28x28 input the model saw
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def top(self, k: int = 3) -> list[tuple[int, float]]:
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [(int(i), float(self.probabilities[i])) for i in order]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digit": self.digit,
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "uncertain": self.uncertain,
+            "blank": self.blank,
+            "preprocessing": self.info,
+        }
+
+
+class Predictor:
+    """A loaded model plus the preprocessing pipeline. Safe to share between threads."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: dict[str, Any],
+        source: str = "",
+        path: Path | None = None,
+        uncertain_below: float = UNCERTAIN_BELOW,
+    ) -> None:
+        self.model = model.eval()
+        self.meta = meta
+        self.source = source
+        self.path = path
+        self.classes: list[str] = list(meta.get("classes", [str(d) for d in range(10)]))
+        self.uncertain_below = uncertain_below
+        self.device = next(model.parameters()).device
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | os.PathLike[str] | None = None,
+        runs_dir: str | None = None,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> Predictor:
+        path, source = resolve_model_path(model_path, runs_dir)
+        model, meta = load_model(path, resolve_device(device))
+        return cls(model, meta, source=source, path=path, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("model", "?"))
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for a (N, 1, 28, 28) float batch already in model form."""
+        with self._lock, torch.inference_mode():
+            return torch.softmax(self.model(x.to(self.device)).float(), dim=1).cpu()
+
+    def predict(self, images: Sequence[ImageLike]) -> list[Prediction]:
+        """Preprocess and classify a batch; raises ImageError for an undecodable image."""
+        pre = [preprocess(img) for img in images]
+        return self.predict_preprocessed(pre)
+
+    def predict_one(self, image: ImageLike) -> Prediction:
+        return self.predict([image])[0]
+
+    def predict_preprocessed(self, pre: Sequence[Preprocessed]) -> list[Prediction]:
+        out: list[Prediction] = [None] * len(pre)  # type: ignore[list-item]
+        todo = [i for i, p in enumerate(pre) if not p.blank]
+        if todo:
+            x = torch.from_numpy(np.stack([pre[i].image for i in todo]))[:, None]
+            probs = self.probabilities(x).numpy()
+            for i, p in zip(todo, probs, strict=True):
+                d = int(p.argmax())
+                out[i] = Prediction(
+                    digit=d, label=self.classes[d], confidence=float(p[d]),
+                    probabilities=[float(v) for v in p],
+                    uncertain=float(p[d]) < self.uncertain_below, blank=False,
+                    image=pre[i].image, info=pre[i].info(),
+                )  # fmt: skip
+        for i, p in enumerate(pre):
+            if p.blank:
+                out[i] = Prediction(
+                    digit=None, label="", confidence=0.0, probabilities=[0.0] * len(self.classes),
+                    uncertain=True, blank=True, image=p.image, info=p.info(),
+                )  # fmt: skip
+        return out

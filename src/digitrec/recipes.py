@@ -1,0 +1,86 @@
+"""Named training recipes: the settings a model is meant to be trained with.
+
+``digitrec train --model cnn`` uses the ``cnn`` recipe; ``--recipe NAME`` picks
+one explicitly; any flag given on the command line overrides the recipe.
+The classic models keep the setups they are known by, so they can be compared
+with our own ``fast`` and ``best``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from digitrec.errors import DigitrecError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "fast"
+    dataset: str = "mnist"
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam, adamw, sgd, adadelta
+    weight_decay: float = 0.0
+    schedule: str = "none"  # onecycle, cosine, plateau, step, none
+    augment: bool = False
+    label_smoothing: float = 0.0
+    early_stop: int = 0  # patience in epochs without a better validation accuracy; 0 = off
+    seed: int = 0
+    device: str = "auto"
+    val_size: int = 5000
+    limit: int = 0  # train on only this many training images (quick experiments); 0 = all
+    recipe: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
+SCHEDULES = ("onecycle", "cosine", "plateau", "step", "none")
+
+RECIPES: dict[str, TrainConfig] = {
+    # The classic setups, as tutorials train them.
+    "mlp": TrainConfig(model="mlp", epochs=10, batch_size=128, lr=1e-3, optimizer="adam"),
+    "cnn": TrainConfig(model="cnn", epochs=12, batch_size=128, lr=1e-3, optimizer="adam"),
+    "cnn4": TrainConfig(model="cnn4", epochs=15, batch_size=128, lr=1e-3, optimizer="adam"),
+    # pytorch/examples mnist/main.py: Adadelta lr 1.0, StepLR gamma 0.7, batch 64, 14 epochs.
+    "classic": TrainConfig(
+        model="cnn", epochs=14, batch_size=64, lr=1.0, optimizer="adadelta", schedule="step"
+    ),
+    # Ours.
+    "fast": TrainConfig(
+        model="fast", epochs=3, batch_size=256, lr=1e-2, optimizer="adamw", weight_decay=5e-4,
+        schedule="onecycle", label_smoothing=0.1,
+    ),
+    "best": TrainConfig(
+        model="best", epochs=30, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
+        schedule="onecycle", augment=True, label_smoothing=0.1, early_stop=0,
+    ),
+}  # fmt: skip
+
+DEFAULT_RECIPE = "fast"
+
+
+def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """The recipe named (or the model's own, or the default), then the explicit overrides."""
+    name = recipe or (model if model in RECIPES else None) or DEFAULT_RECIPE
+    if name not in RECIPES:
+        raise DigitrecError(f"Unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    cfg = replace(RECIPES[name], recipe=name)
+    if model:
+        cfg = replace(cfg, model=model)
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if cfg.optimizer not in OPTIMIZERS:
+        raise DigitrecError(f"Unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise DigitrecError(f"Unknown schedule {cfg.schedule!r}; choose {', '.join(SCHEDULES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise DigitrecError("--epochs and --batch-size must be at least 1 and --lr positive")
+    return cfg

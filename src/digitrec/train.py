@@ -1,0 +1,313 @@
+"""The training loop: one screen of it, plus the bookkeeping that makes a run safe.
+
+The dataset sits on the device as one float tensor; each epoch is a seeded
+permutation sliced into batches, augmented on the device. After every epoch the
+model is scored on the validation split, and the run directory gets
+``metrics.csv``, ``curves.png``, ``last.safetensors``, ``best.safetensors`` (when
+validation accuracy improved) and ``state.safetensors``, everything a resume
+needs: optimizer, scheduler, RNG states and the position inside the epoch.
+Ctrl-C finishes the current batch, saves that state and stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import digitrec
+from digitrec import plots
+from digitrec.augment import Augment, augment_batch
+from digitrec.checkpoint import load_state, load_tree, save_model, save_tree
+from digitrec.data import Dataset, split_indices, to_float
+from digitrec.errors import DigitrecError
+from digitrec.files import write_json, write_text
+from digitrec.models import batched_logits, build_model, count_parameters, resolve_device
+from digitrec.recipes import TrainConfig
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+class Interrupted(Exception):
+    """Training stopped on request after saving a resumable state."""
+
+    def __init__(self, run_dir: Path, epoch: int, batch: int) -> None:
+        super().__init__(
+            f"Interrupted in epoch {epoch + 1} after batch {batch}; state saved. "
+            f"Resume with: digitrec train --resume {run_dir}"
+        )
+        self.run_dir = run_dir
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, float]]
+    best_val_acc: float
+    train_seconds: float
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params, wd = model.parameters(), cfg.weight_decay
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd)
+
+
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """The scheduler, and whether it steps per batch (else per epoch)."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25
+        ), True
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=2), False
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7), False
+    return None, False
+
+
+@contextlib.contextmanager
+def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C asks the loop to stop after the current batch; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(
+            "\nStopping after this batch to save a resumable state (Ctrl-C again to abort)...",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_config(cfg: TrainConfig, data: Dataset, run_dir: Path, params: int, device) -> dict:
+    """Everything needed to know how a run was made: settings, versions, data checksums."""
+    return {
+        "run": run_dir.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["digitrec", *sys.argv[1:]]) if sys.argv else "",
+        "settings": cfg.to_dict(),
+        "augment": Augment().to_dict() if cfg.augment else None,
+        "device": str(device),
+        "params": params,
+        "versions": {
+            "digitrec": digitrec.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
+        "data": {"dataset": data.spec.name, "files": data.files},
+        "status": "running",
+    }
+
+
+def train(
+    cfg: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    resume: bool = False,
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg`` on ``data`` into ``run_dir``, or continue the run there (``resume``)."""
+    stop = stop or threading.Event()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    spec = data.spec
+    model = build_model(cfg.model, data.num_classes, spec.mean, spec.std)
+    model = model.to(device, memory_format=torch.channels_last)
+
+    # Data: the seeded split, as float tensors on the device, once.
+    train_idx, val_idx = split_indices(len(data.train_images), cfg.val_size, cfg.seed)
+    if cfg.limit:
+        train_idx = train_idx[: cfg.limit]
+    x_train = to_float(data.train_images[train_idx]).to(device)
+    y_train = data.train_labels[train_idx].to(device)
+    x_val, y_val = to_float(data.train_images[val_idx]), data.train_labels[val_idx]
+    n, bs = len(x_train), cfg.batch_size
+    steps = (n + bs - 1) // bs
+
+    opt = make_optimizer(cfg, model)
+    sched, per_batch = make_scheduler(cfg, opt, steps)
+    aug = Augment() if cfg.augment else None
+    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
+    meta = {
+        "model": cfg.model,
+        "dataset": spec.name,
+        "classes": list(spec.classes),
+        "normalization": {"mean": spec.mean, "std": spec.std},
+        "input": [1, 28, 28],
+        "params": count_parameters(model),
+        "run": run_dir.name,
+        "recipe": cfg.recipe,
+    }
+
+    history: list[dict[str, float]] = []
+    best_acc, start_epoch, start_batch = -1.0, 0, 0
+    perm = torch.empty(0, dtype=torch.long)
+    sums = [0.0, 0.0, 0, 0.0]  # loss sum, correct, seen, seconds so far this epoch
+    config = run_config(cfg, data, run_dir, meta["params"], device)
+    if resume:
+        st = load_tree(run_dir / "state.safetensors")
+        load_state(model, st["model"], f"{run_dir}/state.safetensors")
+        opt.load_state_dict(st["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(st["scheduler"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        if device.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"])
+        history, best_acc = st["history"], st["best_acc"]
+        start_epoch, start_batch, sums = st["epoch"], st["batch"], st["sums"]
+        perm = st["perm"].to(device)
+        config = {**json.loads((run_dir / "config.json").read_text()), "status": "running"}
+        if start_epoch >= cfg.epochs:
+            raise DigitrecError(f"{run_dir} already finished all {cfg.epochs} epochs")
+        log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
+    write_json(run_dir / "config.json", config)
+
+    def save_state(epoch: int, batch: int) -> None:
+        save_tree(
+            run_dir / "state.safetensors",
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                "history": history,
+                "best_acc": best_acc,
+                "epoch": epoch,
+                "batch": batch,
+                "perm": perm,
+                "sums": sums,
+            },
+        )
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    accs = [r["val_acc"] for r in history]
+    epochs_since_best = len(accs) - 1 - accs.index(max(accs)) if accs else 0
+    with stop_on_sigint(stop):
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            if start_batch == 0:
+                perm, sums = torch.randperm(n, generator=gen).to(device), [0.0, 0.0, 0, 0.0]
+            t0 = time.perf_counter()
+            bar = tqdm(
+                range(start_batch, steps), initial=start_batch, total=steps, leave=False,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", mininterval=0.5,
+                disable=None if progress else True,  # None: only on a terminal
+            )  # fmt: skip
+            for b in bar:
+                idx = perm[b * bs : (b + 1) * bs]
+                x, y = x_train[idx], y_train[idx]
+                if aug is not None:
+                    x = augment_batch(x, aug, gen)
+                out = model(x.contiguous(memory_format=torch.channels_last))
+                loss = criterion(out, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if per_batch:
+                    sched.step()
+                sums[0] += loss.item() * len(y)
+                sums[1] += (out.argmax(1) == y).sum().item()
+                sums[2] += len(y)
+                if b % 20 == 0:
+                    bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.4f}")
+                if stop.is_set() and b + 1 < steps:
+                    bar.close()
+                    sums[3] += time.perf_counter() - t0
+                    save_state(epoch, b + 1)
+                    config["status"] = "interrupted"
+                    write_json(run_dir / "config.json", config)
+                    raise Interrupted(run_dir, epoch, b + 1)
+            bar.close()
+            seconds = sums[3] + time.perf_counter() - t0
+            start_batch = 0
+
+            val_logits = batched_logits(model, x_val)
+            val_loss = F.cross_entropy(val_logits, y_val).item()
+            val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": sums[0] / sums[2],
+                "train_acc": sums[1] / sums[2],
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": seconds,
+            }
+            history.append(row)
+            if sched is not None and not per_batch:
+                sched.step(val_loss) if cfg.schedule == "plateau" else sched.step()
+            log(
+                f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
+                f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}  "
+                f"lr {row['lr']:.2e}  {seconds:.1f}s"
+            )
+
+            epoch_meta = {**meta, "epoch": epoch + 1, "metrics": row}
+            if val_acc > best_acc:
+                best_acc, epochs_since_best = val_acc, 0
+                save_model(run_dir / "best.safetensors", model, epoch_meta)
+            else:
+                epochs_since_best += 1
+            save_model(run_dir / "last.safetensors", model, epoch_meta)
+            write_metrics(run_dir / "metrics.csv", history)
+            plots.training_curves(history, run_dir / "curves.png")
+            save_state(epoch + 1, 0)
+            if cfg.early_stop and epochs_since_best >= cfg.early_stop:
+                log(f"early stop: no better validation accuracy for {cfg.early_stop} epochs")
+                break
+
+    config["status"] = "complete"
+    config["best_val_acc"] = best_acc
+    config["train_seconds"] = sum(r["seconds"] for r in history)
+    write_json(run_dir / "config.json", config)
+    return TrainResult(run_dir, history, best_acc, config["train_seconds"])
+
+
+def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buf.getvalue())
