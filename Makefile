@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench default-model clean
+LINT := src tests tools $(wildcard benchmarks)
+
+.PHONY: run test lint default-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,20 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+RUN_DIR := runs/$(shell date +%Y%m%d-%H%M%S)-fast
+
 ## run: train the default recipe and evaluate it on the test set
 run: $(STAMP)
-	$(BIN)/digitrec train --recipe fast --out runs/make-run-$$(date +%Y%m%d-%H%M%S) && \
-	$(BIN)/digitrec evaluate "$$(ls -td runs/make-run-* | head -1)"
+	$(BIN)/digitrec train --recipe fast --out $(RUN_DIR)
+	$(BIN)/digitrec evaluate $(RUN_DIR)
 
 ## test: lint, then the whole test suite
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks tools
-	$(BIN)/ruff format --check src tests benchmarks tools
+test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks tools
-	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/ruff check $(LINT)
+	$(BIN)/ruff format --check $(LINT)
 
 ## default-model: retrain the model shipped inside the package (about a minute on 2 cores)
 default-model: $(STAMP)

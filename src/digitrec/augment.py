@@ -28,9 +28,11 @@ class Augment:
     @property
     def is_identity(self) -> bool:
         return (
-            self.rotate == 0 and self.translate == 0 and self.shear == 0
+            self.rotate == 0
+            and self.translate == 0
+            and self.shear == 0
             and tuple(self.scale) == (1.0, 1.0)
-        )  # fmt: skip
+        )
 
 
 def random_matrices(n: int, aug: Augment, generator: torch.Generator) -> torch.Tensor:

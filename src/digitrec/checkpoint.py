@@ -125,9 +125,7 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, dict):
         if not all(isinstance(k, (str, int)) for k in obj):
             raise TypeError(f"cannot store dict keys of {prefix}")
-        return {
-            "__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
-        }
+        return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         return [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -165,3 +163,11 @@ def load_tree(path: str | os.PathLike[str]) -> Any:
         return _unflatten(structure, tensors)
     except (json.JSONDecodeError, SafetensorError, OSError, KeyError) as exc:
         raise CheckpointError(f"Training state {path} is corrupt ({exc})") from None
+
+
+def copy_with_meta(src: str | os.PathLike[str], dst: str | os.PathLike[str], extra: dict) -> None:
+    """Copy a checkpoint, adding to its metadata (how the shipped model records its origin)."""
+    meta = read_meta(src)
+    tensors = load_file(str(src))
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata={"digitrec": json.dumps({**meta, **extra})})

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, Interrupted
 
 EPILOG = """examples:
   digitrec data verify
@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     # data
     data = sub.add_parser("data", help="download, verify and look at datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = dsub.add_parser("download", help="fetch missing files from the official mirrors (MD5-checked)")
+    p = dsub.add_parser(
+        "download", help="fetch missing files from the official mirrors (MD5-checked)"
+    )
     _data_args(p)
     p.add_argument("--mirror", action="append", help="base URL to try instead (repeatable)")
     p = dsub.add_parser("verify", help="check every file's checksum and count images per class")
@@ -80,11 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random rotation, translation, scaling and shear on the device")  # fmt: skip
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random rotation, translation, scaling and shear on the device",
+    )
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--early-stop", type=int, metavar="PATIENCE",
-                   help="stop after this many epochs without a better validation accuracy")  # fmt: skip
+    p.add_argument(
+        "--early-stop",
+        type=int,
+        metavar="PATIENCE",
+        help="stop after this many epochs without a better validation accuracy",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--val-size", type=int, help="validation images held out of training")
@@ -115,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="for --random")
     p.add_argument("--grid", default="predictions.png", help="PNG grid written by --random")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--model-path", help="checkpoint or run (default: $DIGITREC_MODEL, best run, "
-                   "shipped model)")  # fmt: skip
+    p.add_argument(
+        "--model-path", help="checkpoint or run (default: $DIGITREC_MODEL, best run, shipped model)"
+    )
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="cpu")
     _data_args(p, dataset=False)
@@ -194,10 +205,23 @@ def cmd_train(args) -> int:
     else:
         overrides = {
             k: getattr(args, k)
-            for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule",
-                      "augment", "label_smoothing", "early_stop", "seed", "device", "val_size",
-                      "limit", "dataset")
-        }  # fmt: skip
+            for k in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "optimizer",
+                "weight_decay",
+                "schedule",
+                "augment",
+                "label_smoothing",
+                "early_stop",
+                "seed",
+                "device",
+                "val_size",
+                "limit",
+                "dataset",
+            )
+        }
         cfg = make_config(args.recipe, args.model, overrides)
     ds = data.load_dataset(cfg.dataset, args.data_dir)
     if not args.resume:
@@ -208,8 +232,10 @@ def cmd_train(args) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             run_dir = runs.new_run_dir(runs.runs_root(args.runs_dir), cfg.model)
-        print(f"run {run_dir}: {cfg.model} on {cfg.dataset}, recipe {cfg.recipe}, "
-              f"{cfg.epochs} epochs, seed {cfg.seed}")  # fmt: skip
+        print(
+            f"run {run_dir}: {cfg.model} on {cfg.dataset}, recipe {cfg.recipe}, "
+            f"{cfg.epochs} epochs, seed {cfg.seed}"
+        )
     result = train(cfg, ds, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(
         f"done: best validation accuracy {result.best_val_acc:.4f} in "
@@ -231,11 +257,15 @@ def cmd_runs(args) -> int:
     def pct(v: float | None) -> str:
         return f"{v:.2%}" if v is not None else "-"
 
-    print(f"{'run':<34} {'model':<6} {'data':<13} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
-          f"{'params':>9} {'train s':>8}  status")  # fmt: skip
+    print(
+        f"{'run':<34} {'model':<6} {'data':<13} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
+        f"{'params':>9} {'train s':>8}  status"
+    )
     for r in rows:
-        print(f"{r.path.name:<34} {r.model:<6} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
-              f"{pct(r.test_acc):>8} {r.params:>9,} {r.train_seconds:>8.1f}  {r.status}")  # fmt: skip
+        print(
+            f"{r.path.name:<34} {r.model:<6} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
+            f"{pct(r.test_acc):>8} {r.params:>9,} {r.train_seconds:>8.1f}  {r.status}"
+        )
     return 0
 
 
@@ -255,10 +285,14 @@ def cmd_evaluate(args) -> int:
     model, meta = load_model(ckpt, resolve_device(args.device))
     ds = data.load_dataset(meta.get("dataset", "mnist"), args.data_dir)
     r = evaluate(model, meta, ds, out, source=str(ckpt))
-    print(f"{meta['model']} on {ds.spec.name} test: accuracy {r['accuracy']:.4f} "
-          f"({r['errors']} errors in {r['images']}), loss {r['loss']:.4f}, ECE {r['ece']:.4f}")  # fmt: skip
-    print("most confused (true -> predicted): " + ", ".join(
-        f"{p['true']}->{p['predicted']} x{p['count']}" for p in r["most_confused"][:5]))  # fmt: skip
+    print(
+        f"{meta['model']} on {ds.spec.name} test: accuracy {r['accuracy']:.4f} "
+        f"({r['errors']} errors in {r['images']}), loss {r['loss']:.4f}, ECE {r['ece']:.4f}"
+    )
+    print(
+        "most confused (true -> predicted): "
+        + ", ".join(f"{p['true']}->{p['predicted']} x{p['count']}" for p in r["most_confused"][:5])
+    )
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -271,8 +305,10 @@ def cmd_predict(args) -> int:
     predictor = Predictor.load(args.model_path, args.runs_dir, device=args.device)
     if not args.json:
         acc = predictor.meta.get("test_accuracy")
-        print(f"model: {predictor.name} ({predictor.source}: {predictor.path})"
-              + (f", test accuracy {acc:.2%}" if acc else ""))  # fmt: skip
+        print(
+            f"model: {predictor.name} ({predictor.source}: {predictor.path})"
+            + (f", test accuracy {acc:.2%}" if acc else "")
+        )
     if args.random:
         return _predict_random(predictor, args)
     from digitrec.errors import ImageError
@@ -309,7 +345,9 @@ def _predict_random(predictor, args) -> int:
 
     ds = data.load_dataset(predictor.meta.get("dataset", "mnist"), args.data_dir)
     n = min(args.random, len(ds.test_images))
-    idx = torch.randperm(len(ds.test_images), generator=torch.Generator().manual_seed(args.seed))[:n]
+    idx = torch.randperm(len(ds.test_images), generator=torch.Generator().manual_seed(args.seed))[
+        :n
+    ]
     probs = predictor.probabilities(data.to_float(ds.test_images[idx]))
     conf, pred = probs.max(1)
     truth = ds.test_labels[idx]
@@ -327,15 +365,27 @@ def _predict_random(predictor, args) -> int:
         suptitle=f"predicted (true): {int(correct.sum())}/{n} correct",
     )
     if args.json:
-        print(json.dumps({"accuracy": correct.float().mean().item(), "predictions": rows,
-                          "grid": str(args.grid)}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "accuracy": correct.float().mean().item(),
+                    "predictions": rows,
+                    "grid": str(args.grid),
+                },
+                indent=2,
+            )
+        )
         return 0
     for r, ok in zip(rows, correct.tolist(), strict=True):
         mark = "ok" if ok else "WRONG"
-        print(f"test #{r['index']:<5} true {r['true']}  predicted {r['predicted']} "
-              f"({r['confidence']:.1%})  {mark}")  # fmt: skip
-    print(f"accuracy {correct.float().mean().item():.2%} ({int(correct.sum())}/{n}); "
-          f"grid: {args.grid}")  # fmt: skip
+        print(
+            f"test #{r['index']:<5} true {r['true']}  predicted {r['predicted']} "
+            f"({r['confidence']:.1%})  {mark}"
+        )
+    print(
+        f"accuracy {correct.float().mean().item():.2%} ({int(correct.sum())}/{n}); "
+        f"grid: {args.grid}"
+    )
     return 0
 
 
@@ -351,8 +401,6 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from digitrec.train import Interrupted
-
     try:
         return COMMANDS[args.command](args)
     except Interrupted as exc:

@@ -150,9 +150,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(
-            f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
-        ) from None
+        raise DataError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
 
 
 # ---------------------------------------------------------------------------- IDX
@@ -293,9 +291,10 @@ def download(
                 break
             except DataError as exc:
                 errors.append(str(exc))
+            except urllib.error.HTTPError as exc:
+                errors.append(f"{url}: HTTP {exc.code} {exc.reason}")
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                reason = getattr(exc, "reason", exc)
-                errors.append(f"{url}: {reason}")
+                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
             failures[f.name] = errors
     if failures:

@@ -19,3 +19,14 @@ class CheckpointError(DigitrecError):
 
 class ImageError(DigitrecError):
     """An input image cannot be decoded or is outside the accepted limits."""
+
+
+class Interrupted(DigitrecError):
+    """Training stopped on request (Ctrl-C) after saving a resumable state."""
+
+    def __init__(self, run_dir, epoch: int, batch: int) -> None:
+        super().__init__(
+            f"Interrupted in epoch {epoch + 1} after batch {batch}; state saved. "
+            f"Resume with: digitrec train --resume {run_dir}"
+        )
+        self.run_dir = run_dir

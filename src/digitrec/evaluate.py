@@ -11,6 +11,7 @@ import base64
 import csv
 import html
 import io
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def calibration(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> tupl
     """Expected calibration error over equal-width confidence bins, and the bins."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins, ece = [], 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         mask = (conf > lo) & (conf <= hi)
         count = int(mask.sum())
         acc = float(correct[mask].mean()) if count else 0.0
@@ -70,9 +71,13 @@ def evaluate(
 
     cm = confusion_matrix(y_np, pred, labels=list(range(len(classes))))
     per_class = classification_report(
-        y_np, pred, labels=list(range(len(classes))), target_names=classes,
-        output_dict=True, zero_division=0,
-    )  # fmt: skip
+        y_np,
+        pred,
+        labels=list(range(len(classes))),
+        target_names=classes,
+        output_dict=True,
+        zero_division=0,
+    )
     ece, bins = calibration(conf, correct)
     report: dict[str, Any] = {
         "model": meta.get("model"),

@@ -13,10 +13,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from digitrec.files import write_bytes  # noqa: E402
+from digitrec.files import write_bytes
 
 
 def png_bytes(fig) -> bytes:
@@ -78,7 +78,9 @@ def class_distribution(counts: dict[str, Sequence[int]], classes: Sequence[str],
     x = np.arange(len(classes))
     for i, (name, c) in enumerate(counts.items()):
         ax.bar(x + i * width, c, width, label=name)
-    ax.set_xticks(x + width * (len(counts) - 1) / 2, classes, rotation=30 if len(classes[0]) > 2 else 0)
+    ax.set_xticks(
+        x + width * (len(counts) - 1) / 2, classes, rotation=30 if len(classes[0]) > 2 else 0
+    )
     ax.set_ylabel("images")
     ax.set_ylim(0, 1.2 * max(max(c) for c in counts.values()))
     ax.set_title("Images per class")
@@ -94,8 +96,15 @@ def confusion_heatmap(cm: np.ndarray, classes: Sequence[str], path) -> None:
     im = ax.imshow(np.where(np.eye(len(cm), dtype=bool), np.nan, rates), cmap="Reds")
     for i in range(len(cm)):
         for j in range(len(cm)):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="black" if i != j else "tab:green")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if i != j else "tab:green",
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes[0]) > 2 else 0)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -117,9 +126,19 @@ def reliability_diagram(bins: Sequence[dict[str, float]], ece: float, path) -> N
     conf = np.array([b["confidence"] for b in bins])
     count = np.array([b["count"] for b in bins])
     mask = count > 0
-    ax.bar(lo[mask], acc[mask], width=(hi - lo)[mask], align="edge", edgecolor="k", label="accuracy")
-    ax.bar(lo[mask], (conf - acc)[mask], bottom=acc[mask], width=(hi - lo)[mask], align="edge",
-           color="tab:red", alpha=0.4, label="gap to mean confidence")  # fmt: skip
+    ax.bar(
+        lo[mask], acc[mask], width=(hi - lo)[mask], align="edge", edgecolor="k", label="accuracy"
+    )
+    ax.bar(
+        lo[mask],
+        (conf - acc)[mask],
+        bottom=acc[mask],
+        width=(hi - lo)[mask],
+        align="edge",
+        color="tab:red",
+        alpha=0.4,
+        label="gap to mean confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability diagram (ECE {ece:.4f})")

@@ -143,15 +143,25 @@ class Predictor:
             for i, p in zip(todo, probs, strict=True):
                 d = int(p.argmax())
                 out[i] = Prediction(
-                    digit=d, label=self.classes[d], confidence=float(p[d]),
+                    digit=d,
+                    label=self.classes[d],
+                    confidence=float(p[d]),
                     probabilities=[float(v) for v in p],
-                    uncertain=float(p[d]) < self.uncertain_below, blank=False,
-                    image=pre[i].image, info=pre[i].info(),
-                )  # fmt: skip
+                    uncertain=float(p[d]) < self.uncertain_below,
+                    blank=False,
+                    image=pre[i].image,
+                    info=pre[i].info(),
+                )
         for i, p in enumerate(pre):
             if p.blank:
                 out[i] = Prediction(
-                    digit=None, label="", confidence=0.0, probabilities=[0.0] * len(self.classes),
-                    uncertain=True, blank=True, image=p.image, info=p.info(),
-                )  # fmt: skip
+                    digit=None,
+                    label="",
+                    confidence=0.0,
+                    probabilities=[0.0] * len(self.classes),
+                    uncertain=True,
+                    blank=True,
+                    image=p.image,
+                    info=p.info(),
+                )
         return out

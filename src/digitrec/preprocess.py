@@ -13,7 +13,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,7 +25,7 @@ INK_THRESHOLD = 0.1  # fraction of the ink's peak brightness that still counts a
 BLANK_CONTRAST = 0.08  # below this peak contrast over the background there is no digit
 MIN_INK_PIXELS = 4
 
-ImageLike = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
+ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 
 
 @dataclass

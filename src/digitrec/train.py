@@ -36,23 +36,12 @@ from digitrec import plots
 from digitrec.augment import Augment, augment_batch
 from digitrec.checkpoint import load_state, load_tree, save_model, save_tree
 from digitrec.data import Dataset, split_indices, to_float
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, Interrupted
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits, build_model, count_parameters, resolve_device
 from digitrec.recipes import TrainConfig
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-
-
-class Interrupted(Exception):
-    """Training stopped on request after saving a resumable state."""
-
-    def __init__(self, run_dir: Path, epoch: int, batch: int) -> None:
-        super().__init__(
-            f"Interrupted in epoch {epoch + 1} after batch {batch}; state saved. "
-            f"Resume with: digitrec train --resume {run_dir}"
-        )
-        self.run_dir = run_dir
 
 
 @dataclass
@@ -77,7 +66,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
     """The scheduler, and whether it steps per batch (else per epoch)."""
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 8:  # shorter runs keep a constant rate
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25
         ), True
@@ -199,7 +188,6 @@ def train(
         if start_epoch >= cfg.epochs:
             raise DigitrecError(f"{run_dir} already finished all {cfg.epochs} epochs")
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
-    write_json(run_dir / "config.json", config)
 
     def save_state(epoch: int, batch: int) -> None:
         save_tree(
@@ -224,16 +212,22 @@ def train(
     accs = [r["val_acc"] for r in history]
     epochs_since_best = len(accs) - 1 - accs.index(max(accs)) if accs else 0
     with stop_on_sigint(stop):
+        write_json(run_dir / "config.json", config)
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if start_batch == 0:
                 perm, sums = torch.randperm(n, generator=gen).to(device), [0.0, 0.0, 0, 0.0]
             t0 = time.perf_counter()
             bar = tqdm(
-                range(start_batch, steps), initial=start_batch, total=steps, leave=False,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", mininterval=0.5,
+                range(start_batch, steps),
+                initial=start_batch,
+                total=steps,
+                leave=False,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="batch",
+                mininterval=0.5,
                 disable=None if progress else True,  # None: only on a terminal
-            )  # fmt: skip
+            )
             for b in bar:
                 idx = perm[b * bs : (b + 1) * bs]
                 x, y = x_train[idx], y_train[idx]

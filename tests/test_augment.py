@@ -1,0 +1,59 @@
+import math
+
+import torch
+
+from digitrec.augment import Augment, augment_batch, random_matrices
+
+NONE = Augment(rotate=0, translate=0, scale=(1, 1), shear=0)
+
+
+def disk(n: int = 6) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    img = (((ys - 13.5) ** 2 + (xs - 13.5) ** 2) < 49).float()
+    return img.expand(n, 1, 28, 28).clone()
+
+
+def test_identity_leaves_the_batch_alone():
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.equal(augment_batch(x, NONE, torch.Generator().manual_seed(0)), x)
+
+
+def test_shape_range_and_reproducibility():
+    x = torch.rand(16, 1, 28, 28)
+    a = augment_batch(x, Augment(), torch.Generator().manual_seed(1))
+    b = augment_batch(x, Augment(), torch.Generator().manual_seed(1))
+    c = augment_batch(x, Augment(), torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    same = augment_batch(x[:1].expand(4, 1, 28, 28), Augment(), torch.Generator().manual_seed(0))
+    assert not torch.allclose(same[0], same[1])  # each image gets its own transform
+
+
+def test_rotation_and_shear_preserve_area():
+    theta = random_matrices(100, Augment(30, 0.1, (1, 1), 20), torch.Generator().manual_seed(0))
+    assert torch.allclose(torch.linalg.det(theta[:, :, :2]), torch.ones(100), atol=1e-5)
+
+
+def test_scaling_by_two_halves_the_sampling_step():
+    theta = random_matrices(3, Augment(0, 0, (2.0, 2.0), 0), torch.Generator())
+    expected = torch.tensor([[0.5, 0, 0], [0, 0.5, 0]]).expand(3, 2, 3)
+    assert torch.allclose(theta, expected, atol=1e-6)
+
+
+def test_a_centered_disk_survives_rotation():
+    x = disk()
+    out = augment_batch(
+        x, Augment(rotate=45, translate=0, scale=(1, 1), shear=0), torch.Generator().manual_seed(0)
+    )
+    assert (out - x).abs().mean() < 0.02
+    assert math.isclose(out.sum().item(), x.sum().item(), rel_tol=0.03)
+
+
+def test_translation_moves_the_mass():
+    x = disk(50)
+    out = augment_batch(x, Augment(0, 0.2, (1, 1), 0), torch.Generator().manual_seed(0))
+    cols = torch.arange(28.0)
+    shift = (out.sum(2).squeeze(1) * cols).sum(1) / out.sum((1, 2, 3)) - 13.5
+    assert shift.abs().max() <= 0.2 * 28 + 0.5
+    assert shift.abs().mean() > 1.0

@@ -1,0 +1,149 @@
+"""The command line as a user runs it: subprocesses, exit codes, and what they print."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from conftest import run_cli
+
+
+def test_help_lists_every_command():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("data", "models", "train", "runs", "evaluate", "predict"):
+        assert cmd in r.stdout
+    r = run_cli("train", "--help")
+    assert "--recipe" in r.stdout and "--resume" in r.stdout
+
+
+def test_models_table():
+    r = run_cli("models")
+    assert r.returncode == 0
+    assert "535,818" in r.stdout and "fast" in r.stdout and "best" in r.stdout
+
+
+def test_data_verify_and_show(tmp_path):
+    r = run_cli("data", "verify")
+    assert r.returncode == 0, r.stderr
+    assert "6742" in r.stdout and "1135" in r.stdout  # ones in train and test
+    r = run_cli("data", "show", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for png in ("samples.png", "classes.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_runs_evaluate(tmp_path):
+    env = {"DIGITREC_RUNS_DIR": str(tmp_path / "runs")}
+    r = run_cli(
+        "train", "--model", "mlp", "--epochs", "1", "--limit", "5000", "--no-progress", env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert "epoch   1/1" in r.stdout and "next: digitrec evaluate" in r.stdout
+    [run] = list((tmp_path / "runs").iterdir())
+    assert run.name.endswith("-mlp")
+    r = run_cli("runs", env=env)
+    assert r.returncode == 0 and run.name in r.stdout and "complete" in r.stdout
+    r = run_cli("evaluate", run.name, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "mlp on mnist test: accuracy 0.8" in r.stdout  # 5,000 images, one epoch: ~89%
+    assert (run / "report.html").is_file()
+    r = run_cli("runs", env=env)
+    test_acc = json.loads((run / "report.json").read_text())["accuracy"]
+    assert f"{test_acc:.2%}" in r.stdout
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "digitrec",
+        "train",
+        "--model",
+        "mlp",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Resume with: digitrec train --resume" in stderr
+    assert "Traceback" not in stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["status"] == "interrupted"
+    r = run_cli("train", "--resume", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout
+    assert json.loads((out / "config.json").read_text())["status"] == "complete"
+    assert len((out / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_predict_files(trained_run, mnist, tmp_path):
+    files = []
+    for i in range(6):
+        digit = mnist.test_images[i].numpy()
+        img = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BILINEAR)
+        files.append(tmp_path / f"d{i}.png")
+        img.save(files[-1])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(tmp_path / "blank.png")
+    model = str(trained_run.run_dir / "best.safetensors")
+    r = run_cli(
+        "predict",
+        *map(str, files),
+        str(tmp_path / "broken.png"),
+        str(tmp_path / "blank.png"),
+        "--model-path",
+        model,
+    )
+    assert r.returncode == 1  # one file could not be read
+    lines = r.stdout.splitlines()
+    assert "fast" in lines[0]
+    right = sum(f"d{i}.png: {int(mnist.test_labels[i])}  top-3" in r.stdout for i in range(6))
+    assert right >= 5
+    assert "broken.png" in r.stdout and "truncated or corrupt" in r.stdout
+    assert "blank.png: no digit found" in r.stdout
+    r = run_cli("predict", str(files[0]), "--json", "--model-path", model)
+    assert r.returncode == 0
+    [res] = json.loads(r.stdout)
+    assert res["digit"] == int(mnist.test_labels[0]) and len(res["probabilities"]) == 10
+    assert res["top3"][0]["label"] == str(res["digit"])
+
+
+def test_predict_random(trained_run, tmp_path):
+    grid = tmp_path / "grid.png"
+    model = str(trained_run.run_dir / "best.safetensors")
+    r = run_cli("predict", "--random", "30", "--grid", str(grid), "--model-path", model)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("true ") == 30 and "accuracy" in r.stdout
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+    r = run_cli("predict", "--random", "30", "--json", "--grid", str(grid), "--model-path", model)
+    assert json.loads(r.stdout)["accuracy"] >= 0.9
+
+
+def test_user_errors_are_one_line_not_tracebacks(tmp_path):
+    cases = [
+        ("evaluate", "no-such-run"),
+        ("evaluate", str(tmp_path / "missing.safetensors")),
+        ("predict", "x.png", "--model-path", str(tmp_path / "missing.safetensors")),
+        ("predict",),
+        ("train", "--model", "resnet", "--epochs", "1"),
+        ("data", "verify", "--dataset", "cifar"),
+    ]
+    for args in cases:
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, args

@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from digitrec.checkpoint import load_model
+from digitrec.data import to_float
+from digitrec.evaluate import calibration, confused_pairs, evaluate
+
+
+def test_calibration_known_answers():
+    ece, bins = calibration(np.ones(10), np.ones(10, dtype=bool))
+    assert ece == 0.0 and sum(b["count"] for b in bins) == 10
+    ece, _ = calibration(np.full(10, 0.5), np.ones(10, dtype=bool))
+    assert ece == pytest.approx(0.5)
+    ece, _ = calibration(np.full(4, 0.9), np.array([True, True, False, False]))
+    assert ece == pytest.approx(0.4)
+
+
+def test_confused_pairs_are_sorted_off_diagonal():
+    cm = np.array([[50, 3, 0], [1, 40, 7], [0, 0, 9]])
+    pairs = confused_pairs(cm, ["a", "b", "c"])
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("b", "c", 7),
+        ("a", "b", 3),
+        ("b", "a", 1),
+    ]
+
+
+def test_full_report_on_the_real_test_set(trained_run, mnist, tmp_path):
+    model, meta = load_model(trained_run.run_dir / "best.safetensors")
+    report = evaluate(model, meta, mnist, tmp_path, source="best")
+    with torch.no_grad():
+        pred = model(to_float(mnist.test_images)).argmax(1)
+    manual = (pred == mnist.test_labels).float().mean().item()
+    assert report["accuracy"] == pytest.approx(manual, abs=1e-6)
+    assert report["accuracy"] >= 0.985
+    cm = np.array(report["confusion_matrix"])
+    assert cm.sum() == 10000 and np.trace(cm) == 10000 - report["errors"]
+    cr = report["classification_report"]
+    assert cr["3"]["support"] == 1010 and 0.9 < cr["macro avg"]["f1-score"] <= 1
+    assert 0 <= report["ece"] <= 1
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["accuracy"] == report["accuracy"]
+    rows = (tmp_path / "confusion.csv").read_text().splitlines()
+    assert len(rows) == 11 and rows[1].startswith("0,")
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "http://" not in html and "https://" not in html  # self-contained
+    for png in ("confusion.png", "misclassified.png", "reliability.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,60 @@
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from digitrec.errors import CheckpointError, ImageError
+from digitrec.predictor import Predictor, resolve_model_path, shipped_model_path
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return Predictor.load(trained_run.run_dir / "best.safetensors")
+
+
+def test_predicts_real_digits(predictor, mnist):
+    preds = predictor.predict([mnist.test_images[i].numpy() for i in range(50)])
+    correct = sum(p.digit == int(mnist.test_labels[i]) for i, p in enumerate(preds))
+    assert correct >= 47
+    p = preds[0]
+    assert len(p.probabilities) == 10 and abs(sum(p.probabilities) - 1) < 1e-5
+    assert p.confidence == max(p.probabilities) and p.image.shape == (28, 28)
+    assert p.top(3)[0] == (p.digit, p.confidence)
+
+
+def test_blank_image_is_no_digit(predictor):
+    [p] = predictor.predict([np.full((100, 100), 255, np.uint8)])
+    assert p.blank and p.uncertain and p.digit is None
+
+
+def test_bad_image_raises_image_error(predictor):
+    with pytest.raises(ImageError):
+        predictor.predict([b"nope"])
+
+
+def test_concurrent_use_gives_each_caller_its_own_answer(predictor, mnist):
+    images = [mnist.test_images[i].numpy() for i in range(40)]
+    expected = [p.probabilities for p in predictor.predict(images)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda im: predictor.predict_one(im).probabilities, images))
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_resolution_order(trained_run, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run.run_dir, runs / "r1")
+    explicit = trained_run.run_dir / "last.safetensors"
+    monkeypatch.setenv("DIGITREC_MODEL", str(trained_run.run_dir / "best.safetensors"))
+    assert resolve_model_path(explicit, str(runs)) == (explicit, "--model-path")
+    path, source = resolve_model_path(None, str(runs))
+    assert source == "DIGITREC_MODEL"
+    monkeypatch.delenv("DIGITREC_MODEL")
+    path, source = resolve_model_path(None, str(runs))
+    assert path == runs / "r1" / "best.safetensors" and "best run" in source
+    path, source = resolve_model_path(None, str(tmp_path / "empty"))
+    assert (path, source) == (shipped_model_path(), "shipped default")
+    # a run directory works as --model-path too
+    assert resolve_model_path(runs / "r1", None)[0] == runs / "r1" / "best.safetensors"
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        resolve_model_path(tmp_path / "missing.safetensors", None)

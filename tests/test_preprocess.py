@@ -1,0 +1,103 @@
+"""The input pipeline on cases with a known answer."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec.errors import ImageError
+from digitrec.preprocess import MAX_PIXELS, center_of_mass, preprocess
+
+
+def big_digit(digit28: np.ndarray, size=280, offset=(0, 0), canvas=(400, 400), dark_on_light=False):
+    """An MNIST digit scaled up and pasted into a larger canvas, as a person would draw it."""
+    img = Image.fromarray(digit28).resize((size, size), Image.Resampling.BILINEAR)
+    bg = Image.new("L", canvas, 0)
+    bg.paste(img, offset)
+    a = np.asarray(bg)
+    return 255 - a if dark_on_light else a
+
+
+def test_mnist_digit_passes_through_nearly_unchanged(mnist):
+    for i in range(20):
+        digit = mnist.test_images[i].numpy()
+        out = preprocess(digit)
+        assert not out.blank and not out.inverted
+        assert np.abs(out.image - digit / 255.0).mean() < 0.03, i
+
+
+def test_inverted_off_center_digit_is_restored(mnist):
+    digit = mnist.test_images[0].numpy()
+    out = preprocess(big_digit(digit, 140, offset=(250, 10), dark_on_light=True))
+    assert out.inverted and not out.blank
+    cy, cx = center_of_mass(out.image)
+    assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+    rows = np.flatnonzero(out.image.max(1) > 0.1)
+    cols = np.flatnonzero(out.image.max(0) > 0.1)
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
+    assert np.corrcoef(out.image.ravel(), digit.ravel())[0, 1] > 0.8
+
+
+def test_blank_and_nearly_blank_images():
+    assert preprocess(np.full((200, 200), 255, np.uint8)).blank
+    assert preprocess(np.zeros((50, 50), np.uint8)).blank
+    noise = np.random.default_rng(0).integers(250, 256, (100, 100)).astype(np.uint8)
+    assert preprocess(noise).blank
+
+
+def test_transparent_canvas_with_white_or_black_strokes(mnist):
+    digit = mnist.test_images[1].numpy()
+    alpha = big_digit(digit)
+    for color in (255, 0):
+        rgba = np.zeros((*alpha.shape, 4), np.uint8)
+        rgba[..., :3] = color
+        rgba[..., 3] = alpha
+        out = preprocess(Image.fromarray(rgba, "RGBA"))
+        assert not out.blank
+        assert np.corrcoef(out.image.ravel(), digit.ravel())[0, 1] > 0.8, color
+
+
+def test_color_and_file_inputs(mnist, tmp_path):
+    digit = big_digit(mnist.test_images[2].numpy(), dark_on_light=True)
+    rgb = np.stack([digit, digit // 2 + 100, digit], -1).astype(np.uint8)
+    path = tmp_path / "d.jpg"
+    Image.fromarray(rgb).save(path, quality=90)
+    from_file = preprocess(path)
+    from_bytes = preprocess(path.read_bytes())
+    assert np.array_equal(from_file.image, from_bytes.image)
+    assert from_file.inverted and from_file.image.max() > 0.8
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (b"", "empty"),
+        (b"definitely not an image", "not a readable image"),
+        (np.zeros((0, 5), np.uint8), "no pixels"),
+        (np.full((4, 4), np.nan), "NaN"),
+        (np.zeros((4, 4, 7), np.uint8), "not an image"),
+    ],
+)
+def test_malformed_input_gives_a_clear_error(bad, words):
+    with pytest.raises(ImageError, match=words):
+        preprocess(bad)
+
+
+def test_truncated_png():
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(buf, "PNG")
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        preprocess(buf.getvalue()[:200])
+
+
+def test_huge_image_is_refused_before_decoding():
+    side = int(MAX_PIXELS**0.5) + 10
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, "PNG")  # small file, huge canvas
+    with pytest.raises(ImageError, match="pixel limit"):
+        preprocess(buf.getvalue())
+
+
+def test_one_pixel_image():
+    assert preprocess(np.array([[255]], np.uint8)).blank

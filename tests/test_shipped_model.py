@@ -1,0 +1,36 @@
+"""The model inside the package: how it was made is recorded, and it still scores that."""
+
+import json
+
+import pytest
+import torch
+
+from digitrec.checkpoint import load_model, read_meta
+from digitrec.data import to_float
+from digitrec.predictor import Predictor, shipped_model_path
+
+
+def test_shipped_model_records_its_origin():
+    meta = read_meta(shipped_model_path())
+    record = json.loads(shipped_model_path().with_name("default.json").read_text())
+    assert meta["command"].startswith("digitrec train ") and meta["command"] == record["command"]
+    assert meta["test_accuracy"] == record["test"]["accuracy"]
+    assert record["config"]["settings"]["recipe"] == meta["recipe"] == "fast"
+    assert record["validation"]["val_acc"] == meta["metrics"]["val_acc"]
+
+
+def test_shipped_model_reaches_its_recorded_test_accuracy(mnist):
+    model, meta = load_model(shipped_model_path())
+    with torch.inference_mode():
+        pred = model(to_float(mnist.test_images)).argmax(1)
+    acc = (pred == mnist.test_labels).float().mean().item()
+    # The same weights on the same images: equal up to float rounding on another CPU.
+    assert acc == pytest.approx(meta["test_accuracy"], abs=2e-4)
+    assert acc >= 0.99
+
+
+def test_predictor_falls_back_to_the_shipped_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIGITREC_MODEL", raising=False)
+    p = Predictor.load(runs_dir=str(tmp_path))
+    assert p.source == "shipped default"
+    assert p.name == read_meta(shipped_model_path())["model"]

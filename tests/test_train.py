@@ -1,0 +1,131 @@
+import csv
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from digitrec.errors import DigitrecError, Interrupted
+from digitrec.recipes import RECIPES, make_config
+from digitrec.runs import list_runs
+from digitrec.train import train
+
+
+class StopAfter:
+    """Stands in for the Ctrl-C flag: reports a stop request at the n-th check."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n <= 0
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+# A small real run: dropout and augmentation make every RNG state matter.
+SMALL = {
+    "epochs": 2,
+    "limit": 3000,
+    "batch_size": 128,
+    "augment": True,
+    "device": "cpu",
+    "schedule": "onecycle",
+    "lr": 3e-3,
+}
+
+
+def metrics(run):
+    with (run / "metrics.csv").open() as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+@pytest.mark.parametrize("model, stop_at", [("mlp", 7), ("mlp", 24), ("fast", 30)])
+def test_interrupted_and_resumed_equals_uninterrupted(mnist, tmp_path, model, stop_at):
+    """24 batches of 128 is exactly one epoch of 3000 images: the epoch-boundary case."""
+    cfg = make_config(None, model, SMALL)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir()
+    parts.mkdir()
+    train(cfg, mnist, whole, progress=False, log=quiet)
+    with pytest.raises(Interrupted, match="digitrec train --resume"):
+        train(cfg, mnist, parts, stop=StopAfter(stop_at), progress=False, log=quiet)
+    assert (parts / "state.safetensors").is_file()
+    train(cfg, mnist, parts, resume=True, progress=False, log=quiet)
+    a, b = load_file(whole / "last.safetensors"), load_file(parts / "last.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert metrics(whole) == metrics(parts)
+
+
+def test_resume_of_a_finished_run_says_so(mnist, tmp_path):
+    cfg = make_config(None, "mlp", {**SMALL, "epochs": 1})
+    train(cfg, mnist, tmp_path, progress=False, log=quiet)
+    with pytest.raises(DigitrecError, match="already finished"):
+        train(cfg, mnist, tmp_path, resume=True, progress=False, log=quiet)
+
+
+def test_early_stopping(mnist, tmp_path):
+    cfg = make_config(
+        None,
+        "mlp",
+        {**SMALL, "epochs": 6, "lr": 1e-12, "early_stop": 2, "schedule": "none", "augment": False},
+    )
+    result = train(cfg, mnist, tmp_path, progress=False, log=quiet)
+    assert len(result.history) == 3  # best at epoch 1, then two epochs without improvement
+
+
+def test_end_to_end_fast_recipe_reaches_98_5_percent(trained_run):
+    """One epoch of the fast recipe on the real 55,000 training images."""
+    run = trained_run.run_dir
+    assert trained_run.best_val_acc >= 0.985
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "best.safetensors",
+        "last.safetensors",
+        "state.safetensors",
+        "curves.png",
+    ):
+        assert (run / name).is_file(), name
+    import json
+
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["status"] == "complete" and cfg["settings"]["seed"] == 0
+    assert cfg["versions"]["torch"] == torch.__version__
+    assert cfg["data"]["files"]["test_labels"]["md5"] == "ec29112dd5afa0611ce80d1b7f02629c"
+    [summary] = list_runs(run.parent)
+    assert summary.val_acc == pytest.approx(trained_run.best_val_acc, abs=1e-4)
+
+
+def test_recipes_resolve_and_flags_override():
+    assert make_config(None, None, {}).recipe == "fast"
+    cfg = make_config(None, "cnn", {"epochs": 2})
+    assert (cfg.model, cfg.recipe, cfg.epochs) == ("cnn", "cnn", 2)
+    assert make_config("classic", None, {}).optimizer == "adadelta"
+    assert make_config("best", "fast", {}).model == "fast"
+    with pytest.raises(DigitrecError, match="Unknown recipe"):
+        make_config("turbo", None, {})
+    with pytest.raises(DigitrecError, match="at least 1"):
+        make_config(None, None, {"epochs": 0})
+    assert set(RECIPES) >= {"mlp", "cnn", "cnn4", "fast", "best"}
+
+
+def test_sigint_handler_only_in_the_main_thread(mnist, tmp_path):
+    """Training from a worker thread (as a GUI would) must not touch signal handlers."""
+    cfg = make_config(None, "mlp", {**SMALL, "epochs": 1, "limit": 500})
+    errors = []
+
+    def work():
+        try:
+            train(cfg, mnist, tmp_path, progress=False, log=quiet)
+        except Exception as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert errors == []
