@@ -4,7 +4,8 @@ import torch
 
 from digitrec.augment import Augment, augment_batch, random_matrices
 
-NONE = Augment(rotate=0, translate=0, scale=(1, 1), shear=0)
+NONE = Augment(rotate=0, translate=0, scale=(1, 1), shear=0, stroke=0, blur=0, noise=0)
+AFFINE_ONLY = {"stroke": 0, "blur": 0, "noise": 0}
 
 
 def disk(n: int = 6) -> torch.Tensor:
@@ -44,7 +45,9 @@ def test_scaling_by_two_halves_the_sampling_step():
 def test_a_centered_disk_survives_rotation():
     x = disk()
     out = augment_batch(
-        x, Augment(rotate=45, translate=0, scale=(1, 1), shear=0), torch.Generator().manual_seed(0)
+        x,
+        Augment(rotate=45, translate=0, scale=(1, 1), shear=0, **AFFINE_ONLY),
+        torch.Generator().manual_seed(0),
     )
     assert (out - x).abs().mean() < 0.02
     assert math.isclose(out.sum().item(), x.sum().item(), rel_tol=0.03)
@@ -52,8 +55,28 @@ def test_a_centered_disk_survives_rotation():
 
 def test_translation_moves_the_mass():
     x = disk(50)
-    out = augment_batch(x, Augment(0, 0.2, (1, 1), 0), torch.Generator().manual_seed(0))
+    out = augment_batch(
+        x, Augment(0, 0.2, (1, 1), 0, **AFFINE_ONLY), torch.Generator().manual_seed(0)
+    )
     cols = torch.arange(28.0)
     shift = (out.sum(2).squeeze(1) * cols).sum(1) / out.sum((1, 2, 3)) - 13.5
     assert shift.abs().max() <= 0.2 * 28 + 0.5
     assert shift.abs().mean() > 1.0
+
+
+def test_stroke_width_changes_both_ways_and_stays_in_range():
+    x = disk(400) * 0.0
+    x[:, :, 10:18, 13:15] = 1.0  # a 2-pixel-wide bar
+    only_stroke = Augment(0, 0, (1, 1), 0, stroke=1.0, blur=0, noise=0)
+    out = augment_batch(x, only_stroke, torch.Generator().manual_seed(0))
+    mass = out.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert mass.max() > 1.5 and mass.min() < 0.5  # bolder and thinner images both occur
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_noise_and_blur_keep_the_range():
+    x = torch.rand(64, 1, 28, 28)
+    out = augment_batch(
+        x, Augment(0, 0, (1, 1), 0, stroke=0, blur=1.0, noise=1.0), torch.Generator()
+    )
+    assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)

@@ -58,3 +58,21 @@ def test_resolution_order(trained_run, tmp_path, monkeypatch):
     assert resolve_model_path(runs / "r1", None)[0] == runs / "r1" / "best.safetensors"
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         resolve_model_path(tmp_path / "missing.safetensors", None)
+
+
+def test_test_time_augmentation_averages_views(predictor, mnist):
+    images = [mnist.test_images[i].numpy() for i in range(30)]
+    plain = predictor.predict(images)
+    tta = predictor.predict(images, tta=True)
+    for p, q in zip(plain, tta, strict=True):
+        assert abs(sum(q.probabilities) - 1) < 1e-5
+        assert q.probabilities != p.probabilities  # really a different computation
+    assert sum(p.digit == q.digit for p, q in zip(plain, tta, strict=True)) >= 28
+    # the identity view alone would reproduce the plain prediction
+    import torch
+
+    from digitrec.augment import tta_views
+
+    x = torch.from_numpy(tta[0].image)[None, None]
+    views = tta_views(x, predictor._tta)
+    assert torch.allclose(views[0], x, atol=1e-6) and len(views) == len(predictor._tta)

@@ -101,3 +101,57 @@ def test_huge_image_is_refused_before_decoding():
 
 def test_one_pixel_image():
     assert preprocess(np.array([[255]], np.uint8)).blank
+
+
+def test_polarity_on_grey_paper_under_a_dim_lamp(mnist):
+    """Grey paper darker than 0.5 with darker ink: a fixed brightness rule calls this
+    light-on-dark; the histogram-and-border rule does not."""
+    digit = big_digit(mnist.test_images[3].numpy()).astype(np.float32) / 255
+    photo = (0.45 * (1 - 0.8 * digit) * 255).astype(np.uint8)
+    out = preprocess(photo)
+    assert out.inverted and not out.blank
+    assert np.corrcoef(out.image.ravel(), mnist.test_images[3].numpy().ravel())[0, 1] > 0.8
+    assert not preprocess(photo, robust=False).inverted  # what the textbook rule gets wrong
+
+
+def test_lighting_gradient_is_removed(mnist):
+    digit = big_digit(mnist.test_images[4].numpy()).astype(np.float32) / 255
+    ramp = np.linspace(0.35, 1.0, digit.shape[1])[None, :]
+    photo = (ramp * (1 - 0.85 * digit) * 255).astype(np.uint8)
+    evenly_lit = preprocess(((1 - 0.85 * digit) * 255).astype(np.uint8)).image.ravel()
+    out = preprocess(photo)
+    assert "uneven background removed" in out.steps
+    assert np.corrcoef(out.image.ravel(), evenly_lit)[0, 1] > 0.9
+    textbook = preprocess(photo, robust=False).image.ravel()
+    assert np.corrcoef(textbook, evenly_lit)[0, 1] < 0.7  # the shadow side read as ink
+
+
+def test_specks_and_border_marks_are_dropped(mnist):
+    digit = big_digit(mnist.test_images[5].numpy(), size=200, offset=(100, 100))
+    noisy = digit.copy()
+    noisy[5:9, 380:384] = 255  # a speck far from the digit
+    noisy[:, :6] = 255  # the edge of the paper along the left border
+    clean = preprocess(digit).image
+    assert np.abs(preprocess(noisy).image - clean).mean() < 0.02
+    assert np.abs(preprocess(noisy, robust=False).image - clean).mean() > 0.05
+
+
+def test_thin_strokes_are_thickened(mnist):
+    from scipy import ndimage
+
+    strokes = big_digit(mnist.test_images[6].numpy(), size=250) > 128
+    hairline = ndimage.binary_erosion(strokes, iterations=9).astype(np.uint8) * 255
+    out = preprocess(hairline)
+    assert any(step.startswith("thickened") for step in out.steps)
+    assert (out.image > 0.5).sum() > 1.5 * (preprocess(hairline, robust=False).image > 0.5).sum()
+
+
+def test_deskew_straightens_a_slanted_bar():
+    bar = np.zeros((28, 28), np.uint8)
+    for r in range(4, 24):
+        c = 8 + (r - 4) // 2  # leaning right
+        bar[r, c : c + 3] = 255
+    straight = preprocess(bar, deskew_digit=True).image
+    cols = np.flatnonzero(straight.max(0) > 0.5)
+    assert cols[-1] - cols[0] <= 5
+    assert "deskewed" in preprocess(bar, deskew_digit=True).steps

@@ -1,8 +1,10 @@
 """Batched data augmentation as tensor ops on the training device.
 
 One random affine transform per image (rotation, scale, shear, translation),
-applied to the whole batch with a single ``affine_grid`` + ``grid_sample`` call:
-no per-image Python, no torchvision. Randomness comes from an explicit generator
+applied to the whole batch with a single ``affine_grid`` + ``grid_sample`` call,
+then the variations real input has after preprocessing and MNIST lacks: stroke
+width (a blend towards a dilated or eroded image), blur, and sensor noise. No
+per-image Python, no torchvision. Randomness comes from an explicit generator
 so a run (and a resumed run) is reproducible.
 """
 
@@ -21,12 +23,19 @@ class Augment:
     translate: float = 0.1  # fraction of the image size
     scale: tuple[float, float] = (0.9, 1.1)
     shear: float = 8.0  # degrees
+    stroke: float = 0.5  # fraction of images made bolder or thinner by up to a pixel
+    blur: float = 0.2  # fraction of images blurred (sigma up to about a pixel)
+    noise: float = 0.2  # fraction of images with Gaussian noise (std up to 0.08)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def is_identity(self) -> bool:
+        return self.is_affine_identity and self.stroke == self.blur == self.noise == 0
+
+    @property
+    def is_affine_identity(self) -> bool:
         return (
             self.rotate == 0
             and self.translate == 0
@@ -60,6 +69,50 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     """Randomly transform a (N, C, H, W) batch; the background (0) fills uncovered pixels."""
     if aug.is_identity:
         return x
-    theta = random_matrices(x.shape[0], aug, generator).to(x.device, x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    n = x.shape[0]
+    if not aug.is_affine_identity:
+        theta = random_matrices(n, aug, generator).to(x.device, x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def per_image(p: float, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        """A strength in [lo, hi] for a fraction p of the images, 0 for the rest."""
+        on = torch.rand(n, generator=generator) < p
+        strength = lo + (hi - lo) * torch.rand(n, generator=generator)
+        return (on * strength).to(x.device, x.dtype).view(n, 1, 1, 1)
+
+    if aug.stroke:
+        amount = per_image(aug.stroke, -1.0, 1.0)  # < 0 thinner, > 0 bolder
+        bold = F.max_pool2d(x, 3, 1, 1)
+        thin = -F.max_pool2d(-x, 3, 1, 1)
+        x = x + amount.clamp(min=0) * (bold - x) + (-amount).clamp(min=0) * (thin - x)
+    if aug.blur:
+        amount = per_image(aug.blur)
+        kernel = torch.tensor([0.25, 0.5, 0.25], device=x.device, dtype=x.dtype)
+        kernel = (kernel[:, None] * kernel[None, :]).view(1, 1, 3, 3).repeat(x.shape[1], 1, 1, 1)
+        blurred = F.conv2d(x, kernel, padding=1, groups=x.shape[1])
+        x = x + amount * (blurred - x)
+    if aug.noise:
+        std = per_image(aug.noise, 0.0, 0.08)
+        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        x = (x + std * noise).clamp(0.0, 1.0)
+    return x
+
+
+def tta_matrices(shift_px: float = 1.5, degrees: float = 8.0) -> torch.Tensor:
+    """The fixed views test-time augmentation averages: the image itself, shifted by
+    ``shift_px`` pixels in four directions, and rotated both ways."""
+    t = 2 * shift_px / 28  # pixels -> [-1, 1] grid units
+    a = math.radians(degrees)
+    views = [(0.0, 0.0, 0.0), (t, 0, 0), (-t, 0, 0), (0, t, 0), (0, -t, 0), (0, 0, a), (0, 0, -a)]
+    return torch.tensor(
+        [[[math.cos(r), -math.sin(r), x], [math.sin(r), math.cos(r), y]] for x, y, r in views]
+    )
+
+
+def tta_views(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (V * N, C, H, W): every view of every image, view-major."""
+    theta = matrices.to(x.device, x.dtype).repeat_interleave(len(x), dim=0)
+    xs = x.repeat(len(matrices), 1, 1, 1)
+    grid = F.affine_grid(theta, list(xs.shape), align_corners=False)
+    return F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

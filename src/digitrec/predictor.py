@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from digitrec.augment import tta_matrices, tta_views
 from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError
 from digitrec.models import resolve_device
@@ -104,6 +105,7 @@ class Predictor:
         self.uncertain_below = uncertain_below
         self.device = next(model.parameters()).device
         self._lock = threading.Lock()
+        self._tta = tta_matrices()
 
     @classmethod
     def load(
@@ -121,25 +123,33 @@ class Predictor:
     def name(self) -> str:
         return str(self.meta.get("model", "?"))
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for a (N, 1, 28, 28) float batch already in model form."""
+    def probabilities(self, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities for a (N, 1, 28, 28) float batch already in model form.
+
+        With ``tta``, the mean over a few shifted and rotated views of each image.
+        """
+        x = x.to(self.device)
+        if tta:
+            x = tta_views(x, self._tta)
         with self._lock, torch.inference_mode():
-            return torch.softmax(self.model(x.to(self.device)).float(), dim=1).cpu()
+            probs = torch.softmax(self.model(x).float(), dim=1).cpu()
+        return probs.view(len(self._tta), -1, probs.shape[-1]).mean(0) if tta else probs
 
-    def predict(self, images: Sequence[ImageLike]) -> list[Prediction]:
+    def predict(self, images: Sequence[ImageLike], tta: bool = False) -> list[Prediction]:
         """Preprocess and classify a batch; raises ImageError for an undecodable image."""
-        pre = [preprocess(img) for img in images]
-        return self.predict_preprocessed(pre)
+        return self.predict_preprocessed([preprocess(img) for img in images], tta=tta)
 
-    def predict_one(self, image: ImageLike) -> Prediction:
-        return self.predict([image])[0]
+    def predict_one(self, image: ImageLike, tta: bool = False) -> Prediction:
+        return self.predict([image], tta=tta)[0]
 
-    def predict_preprocessed(self, pre: Sequence[Preprocessed]) -> list[Prediction]:
+    def predict_preprocessed(
+        self, pre: Sequence[Preprocessed], tta: bool = False
+    ) -> list[Prediction]:
         out: list[Prediction] = [None] * len(pre)  # type: ignore[list-item]
         todo = [i for i, p in enumerate(pre) if not p.blank]
         if todo:
             x = torch.from_numpy(np.stack([pre[i].image for i in todo]))[:, None]
-            probs = self.probabilities(x).numpy()
+            probs = self.probabilities(x, tta=tta).numpy()
             for i, p in zip(todo, probs, strict=True):
                 d = int(p.argmax())
                 out[i] = Prediction(

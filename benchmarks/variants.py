@@ -1,0 +1,272 @@
+"""Realistic renderings of MNIST test digits: what people actually hand a recognizer.
+
+Each variant takes a 28x28 uint8 MNIST digit (light on dark) and a random generator and
+returns an image as a front end would receive it: a large canvas, a photo of paper, a
+JPEG, a transparent PNG. The MNIST-C-style corruptions follow the descriptions of Mu &
+Gilmer (2019), "MNIST-C: A Robustness Benchmark for Computer Vision", at one fixed
+severity each; they are re-implementations, not the published data set.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+Rng = np.random.Generator
+Variant = Callable[[np.ndarray, Rng], object]
+
+
+# ------------------------------------------------------------------ drawing helpers
+
+
+def pen_strokes(digit: np.ndarray, size: int) -> np.ndarray:
+    """The digit redrawn at ``size`` px as crisp anti-aliased strokes in [0, 1], the way a
+    pen on a canvas renders (not a blurry upscale)."""
+    rows, cols = np.flatnonzero(digit.max(1) > 30), np.flatnonzero(digit.max(0) > 30)
+    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
+    h, w = crop.shape
+    f = size / max(h, w)
+    up = np.asarray(
+        Image.fromarray(crop, "F").resize((max(1, round(w * f)), max(1, round(h * f))),
+                                          Image.Resampling.BICUBIC)
+    )  # fmt: skip
+    return np.clip((up - 0.45) / 0.3, 0, 1).astype(np.float32)
+
+
+def on_canvas(strokes: np.ndarray, canvas: tuple[int, int], rng: Rng) -> np.ndarray:
+    """Paste strokes at a random position of a black canvas (H, W)."""
+    H, W = canvas
+    h, w = strokes.shape
+    out = np.zeros(canvas, np.float32)
+    y, x = rng.integers(0, max(1, H - h + 1)), rng.integers(0, max(1, W - w + 1))
+    out[y : y + h, x : x + w] = strokes[: H - y, : W - x]
+    return out
+
+
+def to_u8(a: np.ndarray) -> np.ndarray:
+    return (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+
+
+def jpeg(a: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(to_u8(a)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def drawn(digit: np.ndarray, rng: Rng, lo: int = 120, hi: int = 250) -> np.ndarray:
+    return on_canvas(pen_strokes(digit, int(rng.integers(lo, hi))), (280, 280), rng)
+
+
+# ---------------------------------------------------------------------- variants
+
+
+def clean(d, rng):
+    return d
+
+
+def canvas_white(d, rng):
+    return to_u8(drawn(d, rng))
+
+
+def canvas_black(d, rng):
+    return to_u8(1 - drawn(d, rng))
+
+
+def canvas_small(d, rng):
+    """Drawn small, anywhere on a large canvas."""
+    return to_u8(1 - on_canvas(pen_strokes(d, int(rng.integers(40, 80))), (400, 400), rng))
+
+
+def canvas_transparent(d, rng):
+    """A web canvas export: black strokes, transparent background."""
+    a = drawn(d, rng)
+    rgba = np.zeros((*a.shape, 4), np.uint8)
+    rgba[..., 3] = to_u8(a)
+    return Image.fromarray(rgba, "RGBA")
+
+
+def thin(d, rng):
+    """A fine pen: strokes a fifth of MNIST's relative width."""
+    s = drawn(d, rng, 180, 250)
+    core = ndimage.binary_erosion(s > 0.5, iterations=int(rng.integers(7, 10)))
+    return to_u8(1 - ndimage.gaussian_filter(core.astype(np.float32), 0.7))
+
+
+def thick(d, rng):
+    """A fat marker."""
+    s = drawn(d, rng, 150, 200)
+    return to_u8(1 - ndimage.grey_dilation(s, size=(int(rng.integers(9, 15)),) * 2))
+
+
+def paper(d, rng, colour: bool = False):
+    """Dark ink on white or grey paper under a lamp: gradient, noise, JPEG."""
+    H, W = 300, 400
+    ink = on_canvas(pen_strokes(d, int(rng.integers(120, 220))), (H, W), rng)
+    ys, xs = np.mgrid[0:H, 0:W] / max(H, W)
+    angle = rng.uniform(0, 2 * np.pi)
+    light = rng.uniform(0.55, 0.95) + 0.25 * (np.cos(angle) * xs + np.sin(angle) * ys - 0.5)
+    shade = np.clip(light, 0.3, 1.0)
+    page = shade * (1 - 0.8 * ink) + rng.normal(0, 0.03, (H, W))
+    return jpeg(page, int(rng.integers(60, 90)))
+
+
+def paper_shadow(d, rng):
+    """White paper with the soft shadow of a hand or phone across it."""
+    H, W = 300, 400
+    ink = on_canvas(pen_strokes(d, int(rng.integers(120, 220))), (H, W), rng)
+    xs = np.arange(W)[None, :]
+    edge = rng.uniform(0.2, 0.8) * W
+    shadow = 1 - 0.45 * (1 / (1 + np.exp(-(xs - edge) / 15)))
+    page = 0.92 * shadow * (1 - 0.85 * ink) + rng.normal(0, 0.02, (H, W))
+    return jpeg(page, 80)
+
+
+def coloured(d, rng):
+    """Coloured ink on coloured paper, photographed."""
+    H, W = 300, 300
+    ink = on_canvas(pen_strokes(d, int(rng.integers(120, 220))), (H, W), rng)[..., None]
+    paper_rgb = rng.uniform(0.6, 1.0, 3)
+    ink_rgb = rng.uniform(0.0, 0.45, 3)
+    ink_rgb[rng.integers(0, 3)] = rng.uniform(0.4, 0.9)  # a real hue, not just dark
+    img = paper_rgb * (1 - ink) + ink_rgb * ink + rng.normal(0, 0.02, (H, W, 3))
+    buf = io.BytesIO()
+    Image.fromarray(to_u8(img), "RGB").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def affine(d, rng, rotate=0.0, shear=0.0):
+    a = drawn(d, rng, 120, 180).astype(np.float32)
+    img = Image.fromarray(a, "F")
+    img = img.rotate(rng.uniform(-rotate, rotate), Image.Resampling.BILINEAR, center=(140, 140))
+    s = rng.uniform(-shear, shear)
+    img = img.transform((280, 280), Image.Transform.AFFINE, (1, s, -s * 140, 0, 1, 0),
+                        Image.Resampling.BILINEAR)  # fmt: skip
+    return to_u8(1 - np.asarray(img))
+
+
+def blurred(d, rng):
+    return to_u8(1 - ndimage.gaussian_filter(drawn(d, rng), rng.uniform(2, 4)))
+
+
+# MNIST-C-style corruptions, on the 28x28 digit itself as in the paper.
+
+
+def _f(d):
+    return d.astype(np.float32) / 255
+
+
+def shot_noise(d, rng):
+    return to_u8(rng.poisson(_f(d) * 60) / 60)
+
+
+def impulse_noise(d, rng):
+    x = _f(d).copy()
+    m = rng.random(x.shape)
+    x[m < 0.03] = 0
+    x[m > 0.97] = 1
+    return to_u8(x)
+
+
+def glass_blur(d, rng):
+    x = ndimage.gaussian_filter(_f(d), 0.7)
+    for _ in range(2):
+        for y in range(27, 0, -1):
+            for xx in range(27, 0, -1):
+                dy, dx = rng.integers(-1, 2, 2)
+                y2, x2 = min(max(y + dy, 0), 27), min(max(xx + dx, 0), 27)
+                x[y, xx], x[y2, x2] = x[y2, x2], x[y, xx]
+    return to_u8(ndimage.gaussian_filter(x, 0.7))
+
+
+def motion_blur(d, rng):
+    k = np.zeros((7, 7), np.float32)
+    k[3, :] = 1
+    k = ndimage.rotate(k, rng.uniform(-45, 45), reshape=False, order=1)
+    return to_u8(ndimage.convolve(_f(d), k / k.sum()))
+
+
+def fog(d, rng):
+    noise = ndimage.zoom(rng.random((4, 4)), 7, order=3)[:28, :28]
+    x = _f(d) + 0.5 * (noise - noise.min()) / np.ptp(noise)
+    return to_u8(x / x.max())
+
+
+def brightness(d, rng):
+    return to_u8(_f(d) + 0.4)
+
+
+def stripe(d, rng):
+    x = _f(d)
+    c = int(rng.integers(6, 20))
+    x[:, c : c + 3] = 1 - x[:, c : c + 3]
+    return to_u8(x)
+
+
+def _line(x, rng, dotted=False):
+    r0, c0, r1, c1 = rng.integers(4, 24, 4)
+    n = max(abs(r1 - r0), abs(c1 - c0)) + 1
+    rr = np.linspace(r0, r1, n).round().astype(int)
+    cc = np.linspace(c0, c1, n).round().astype(int)
+    step = 2 if dotted else 1
+    x[rr[::step], cc[::step]] = 1
+    return x
+
+
+def zigzag(d, rng):
+    x = _f(d).copy()
+    r, c = rng.integers(4, 24, 2)
+    for _ in range(3):
+        r2, c2 = rng.integers(4, 24, 2)
+        n = max(abs(r2 - r), abs(c2 - c)) + 1
+        x[np.linspace(r, r2, n).round().astype(int), np.linspace(c, c2, n).round().astype(int)] = 1
+        r, c = r2, c2
+    return to_u8(x)
+
+
+def canny_edges(d, rng):
+    x = ndimage.gaussian_filter(_f(d), 0.6)
+    mag = np.hypot(ndimage.sobel(x, 0), ndimage.sobel(x, 1))
+    return to_u8(mag > 0.5 * mag.max())
+
+
+def dotted_line(d, rng):
+    return to_u8(_line(_f(d).copy(), rng, dotted=True))
+
+
+def spatter(d, rng):
+    x = _f(d).copy()
+    blobs = ndimage.gaussian_filter(rng.random((28, 28)), 1.2)
+    return to_u8(np.maximum(x, (blobs > np.percentile(blobs, 96)).astype(np.float32)))
+
+
+VARIANTS: dict[str, tuple[str, Variant]] = {
+    # name: (group, render)
+    "clean 28x28": ("clean", clean),
+    "canvas white strokes": ("canvas", canvas_white),
+    "canvas black strokes": ("canvas", canvas_black),
+    "canvas small, off-centre": ("canvas", canvas_small),
+    "canvas transparent PNG": ("canvas", canvas_transparent),
+    "thin pen": ("stroke", thin),
+    "thick marker": ("stroke", thick),
+    "rotated ±15°": ("rotation", lambda d, r: affine(d, r, rotate=15)),
+    "sheared": ("rotation", lambda d, r: affine(d, r, shear=0.3)),
+    "blurred": ("rotation", blurred),
+    "paper, lamp, JPEG": ("paper", paper),
+    "paper with shadow": ("paper", paper_shadow),
+    "coloured ink and paper": ("colour", coloured),
+    "mnist-c shot noise": ("mnist-c", shot_noise),
+    "mnist-c impulse noise": ("mnist-c", impulse_noise),
+    "mnist-c glass blur": ("mnist-c", glass_blur),
+    "mnist-c motion blur": ("mnist-c", motion_blur),
+    "mnist-c fog": ("mnist-c", fog),
+    "mnist-c brightness": ("mnist-c", brightness),
+    "mnist-c stripe": ("mnist-c", stripe),
+    "mnist-c zigzag": ("mnist-c", zigzag),
+    "mnist-c canny edges": ("mnist-c", canny_edges),
+    "mnist-c dotted line": ("mnist-c", dotted_line),
+    "mnist-c spatter": ("mnist-c", spatter),
+}
