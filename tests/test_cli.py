@@ -116,7 +116,7 @@ def test_predict_files(trained_run, mnist, tmp_path):
     assert right >= 5
     assert "broken.png" in r.stdout and "truncated or corrupt" in r.stdout
     assert "blank.png: no digit found" in r.stdout
-    r = run_cli("predict", str(files[0]), "--json", "--model-path", model)
+    r = run_cli("predict", str(files[0]), "--json", "--tta", "--model-path", model)
     assert r.returncode == 0
     [res] = json.loads(r.stdout)
     assert res["digit"] == int(mnist.test_labels[0]) and len(res["probabilities"]) == 10

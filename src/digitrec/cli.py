@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default="predictions.png", help="PNG grid written by --random")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average 7 shifted/rotated views"
+    )
+    p.add_argument(
         "--model-path", help="checkpoint or run (default: $DIGITREC_MODEL, best run, shipped model)"
     )
     p.add_argument("--runs-dir")
@@ -316,7 +319,7 @@ def cmd_predict(args) -> int:
     results, failed = [], 0
     for path in args.images:
         try:
-            pred = predictor.predict_one(path)
+            pred = predictor.predict_one(path, tta=args.tta)
         except ImageError as exc:
             failed += 1
             results.append({"file": path, "error": str(exc)})
@@ -348,7 +351,7 @@ def _predict_random(predictor, args) -> int:
     idx = torch.randperm(len(ds.test_images), generator=torch.Generator().manual_seed(args.seed))[
         :n
     ]
-    probs = predictor.probabilities(data.to_float(ds.test_images[idx]))
+    probs = predictor.probabilities(data.to_float(ds.test_images[idx]), tta=args.tta)
     conf, pred = probs.max(1)
     truth = ds.test_labels[idx]
     correct = pred == truth

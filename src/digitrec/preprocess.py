@@ -242,15 +242,17 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
     candidates = inner or [i for i in range(n) if not ruled_line(boxes[i])] or list(range(n))
     main = max(candidates, key=lambda i: areas[i])
     ys, xs = boxes[main]
-    pad_y, pad_x = 0.5 * (ys.stop - ys.start), 0.5 * (xs.stop - xs.start)
+    pad_y, pad_x = 0.25 * (ys.stop - ys.start), 0.25 * (xs.stop - xs.start)
     keep = np.zeros(n + 1, dtype=bool)
     for i in candidates:
-        cy = (boxes[i][0].start + boxes[i][0].stop) / 2
-        cx = (boxes[i][1].start + boxes[i][1].stop) / 2
-        near = (ys.start - pad_y <= cy <= ys.stop + pad_y) and (
-            xs.start - pad_x <= cx <= xs.stop + pad_x
+        (y0, y1), (x0, x1) = (
+            (boxes[i][0].start, boxes[i][0].stop),
+            (boxes[i][1].start, boxes[i][1].stop),
         )
-        if areas[i] >= 0.15 * areas[main] or (near and areas[i] >= 0.02 * areas[main]):
+        near = y1 >= ys.start - pad_y and y0 <= ys.stop + pad_y
+        near = near and x1 >= xs.start - pad_x and x0 <= xs.stop + pad_x
+        # Pieces of a broken stroke lie near the main one; specks and smudges lie apart.
+        if areas[i] >= 0.15 * areas[main] or (near and areas[i] >= 0.005 * areas[main]):
             keep[i + 1] = True
     return keep[labels]
 
