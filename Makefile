@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 LINT := src tests tools $(wildcard benchmarks)
 
-.PHONY: run test lint default-model clean
+.PHONY: run train test lint default-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+## run: start the web app (the shipped model, or your best run) at http://127.0.0.1:8000/
+run: $(STAMP)
+	$(BIN)/digitrec serve
+
 RUN_DIR := runs/$(shell date +%Y%m%d-%H%M%S)-fast
 
-## run: train the default recipe and evaluate it on the test set
-run: $(STAMP)
+## train: train the default recipe and evaluate it on the test set
+train: $(STAMP)
 	$(BIN)/digitrec train --recipe fast --out $(RUN_DIR)
 	$(BIN)/digitrec evaluate $(RUN_DIR)
 

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from digitrec import plots
-from digitrec.data import load_dataset
+from digitrec.data import load_dataset, split_indices
 from digitrec.predictor import Predictor
 from digitrec.preprocess import flatten, open_image, preprocess
 from variants import VARIANTS
@@ -36,6 +36,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="test images per variant")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="test: the reported figures; val: the validation split (held out of training, "
+        "seed 0), for developing the pipeline without looking at the test set",
+    )
     ap.add_argument("--model-path")
     ap.add_argument("--tta", action="store_true", help="also with test-time augmentation")
     ap.add_argument("--sheet", help="PNG showing one rendering per variant and its 28x28")
@@ -44,10 +51,18 @@ def main() -> None:
     predictor = Predictor.load(args.model_path)
     ds = load_dataset("mnist")
     rng = np.random.default_rng(args.seed)
-    idx = rng.choice(len(ds.test_images), args.n, replace=False)
-    digits = ds.test_images[idx].numpy()
-    labels = ds.test_labels[idx].numpy()
-    print(f"model {predictor.name} ({predictor.source}), {args.n} MNIST test images per variant")
+    if args.split == "val":
+        _, val_idx = split_indices(len(ds.train_images), 5000, seed=0)
+        pool_images, pool_labels = ds.train_images[val_idx], ds.train_labels[val_idx]
+    else:
+        pool_images, pool_labels = ds.test_images, ds.test_labels
+    idx = rng.choice(len(pool_images), args.n, replace=False)
+    digits = pool_images[idx].numpy()
+    labels = pool_labels[idx].numpy()
+    print(
+        f"model {predictor.name} ({predictor.source}), {args.n} MNIST {args.split} images "
+        "per variant"
+    )
 
     head = f"{'variant':<26} {'group':<9} {'textbook':>9} {'robust':>8}"
     head += f" {'robust+tta':>10}" if args.tta else ""

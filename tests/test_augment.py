@@ -4,8 +4,8 @@ import torch
 
 from digitrec.augment import Augment, augment_batch, random_matrices
 
-NONE = Augment(rotate=0, translate=0, scale=(1, 1), shear=0, stroke=0, blur=0, noise=0)
-AFFINE_ONLY = {"stroke": 0, "blur": 0, "noise": 0}
+AFFINE_ONLY = {"stroke": 0, "blur": 0, "noise": 0, "specks": 0, "erase": 0}
+NONE = Augment(0, 0, (1, 1), 0, **AFFINE_ONLY)
 
 
 def disk(n: int = 6) -> torch.Tensor:
@@ -67,7 +67,7 @@ def test_translation_moves_the_mass():
 def test_stroke_width_changes_both_ways_and_stays_in_range():
     x = disk(400) * 0.0
     x[:, :, 10:18, 13:15] = 1.0  # a 2-pixel-wide bar
-    only_stroke = Augment(0, 0, (1, 1), 0, stroke=1.0, blur=0, noise=0)
+    only_stroke = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "stroke": 1.0})
     out = augment_batch(x, only_stroke, torch.Generator().manual_seed(0))
     mass = out.sum((1, 2, 3)) / x.sum((1, 2, 3))
     assert mass.max() > 1.5 and mass.min() < 0.5  # bolder and thinner images both occur
@@ -80,3 +80,18 @@ def test_noise_and_blur_keep_the_range():
         x, Augment(0, 0, (1, 1), 0, stroke=0, blur=1.0, noise=1.0), torch.Generator()
     )
     assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+
+
+def test_erased_bars_and_specks():
+    x = torch.ones(32, 1, 28, 28)
+    erased = augment_batch(x, Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "erase": 1.0}),
+                           torch.Generator().manual_seed(0))  # fmt: skip
+    zero_rows = (erased == 0).all(3).sum((1, 2))
+    zero_cols = (erased == 0).all(2).sum((1, 2))
+    bar = torch.maximum(zero_rows, zero_cols)
+    assert ((bar >= 2) & (bar <= 4)).all()  # one bar of 2-4 pixels in every image
+    x = torch.full((32, 1, 28, 28), 0.5)
+    specked = augment_batch(x, Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "specks": 1.0}),
+                            torch.Generator().manual_seed(0))  # fmt: skip
+    changed = (specked != 0.5).float().mean().item()
+    assert 0.002 < changed < 0.03 and set(specked.unique().tolist()) == {0.0, 0.5, 1.0}

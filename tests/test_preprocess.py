@@ -121,9 +121,9 @@ def test_lighting_gradient_is_removed(mnist):
     evenly_lit = preprocess(((1 - 0.85 * digit) * 255).astype(np.uint8)).image.ravel()
     out = preprocess(photo)
     assert "uneven background removed" in out.steps
-    assert np.corrcoef(out.image.ravel(), evenly_lit)[0, 1] > 0.9
+    assert np.corrcoef(out.image.ravel(), evenly_lit)[0, 1] > 0.75
     textbook = preprocess(photo, robust=False).image.ravel()
-    assert np.corrcoef(textbook, evenly_lit)[0, 1] < 0.7  # the shadow side read as ink
+    assert np.corrcoef(textbook, evenly_lit)[0, 1] < 0.5  # the shadow side read as ink
 
 
 def test_specks_and_border_marks_are_dropped(mnist):

@@ -26,13 +26,16 @@ class Augment:
     stroke: float = 0.5  # fraction of images made bolder or thinner by up to a pixel
     blur: float = 0.2  # fraction of images blurred (sigma up to about a pixel)
     noise: float = 0.2  # fraction of images with Gaussian noise (std up to 0.08)
+    specks: float = 0.1  # fraction of images with salt-and-pepper specks (up to 3% of pixels)
+    erase: float = 0.2  # fraction of images with a random bar erased (occlusion, a gap in a stroke)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def is_identity(self) -> bool:
-        return self.is_affine_identity and self.stroke == self.blur == self.noise == 0
+        extras = (self.stroke, self.blur, self.noise, self.specks, self.erase)
+        return self.is_affine_identity and not any(extras)
 
     @property
     def is_affine_identity(self) -> bool:
@@ -96,7 +99,27 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         std = per_image(aug.noise, 0.0, 0.08)
         noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
         x = (x + std * noise).clamp(0.0, 1.0)
+    if aug.specks:
+        rate = per_image(aug.specks, 0.0, 0.03)
+        u = torch.rand(x.shape, generator=generator).to(x.device, x.dtype)
+        x = torch.where(u < rate / 2, torch.zeros_like(x), x)
+        x = torch.where(u > 1 - rate / 2, torch.ones_like(x), x)
+    if aug.erase:
+        x = x * (1 - bars(x, per_image(aug.erase) > 0, generator))
     return x
+
+
+def bars(x: torch.Tensor, on: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A mask per image (1 inside): a random horizontal or vertical bar 2-4 px thick."""
+    n, _, h, w = x.shape
+    pos = torch.rand(n, generator=generator) * 24 + 2
+    thick = torch.randint(2, 5, (n,), generator=generator).float()
+    vertical = torch.rand(n, generator=generator) < 0.5
+    grid = torch.arange(h, dtype=torch.float32)
+    band = ((grid[None] >= pos[:, None]) & (grid[None] < (pos + thick)[:, None])).float()
+    mask = torch.where(vertical[:, None, None], band[:, None, :].expand(n, h, w),
+                       band[:, :, None].expand(n, h, w))  # fmt: skip
+    return (mask[:, None] * on.view(n, 1, 1, 1).cpu()).to(x.device, x.dtype)
 
 
 def tta_matrices(shift_px: float = 1.5, degrees: float = 8.0) -> torch.Tensor:

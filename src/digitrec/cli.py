@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="cpu")
     _data_args(p, dataset=False)
+    # serve
+    p = sub.add_parser("serve", help="the web app: draw or upload digits in the browser")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
+    p.add_argument("--workers", type=int, default=1, help="server processes")
     return parser
 
 
@@ -392,7 +398,15 @@ def _predict_random(predictor, args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from digitrec.web.app import serve
+
+    serve(args.host, args.port, args.model_path, args.workers)
+    return 0
+
+
 COMMANDS = {
+    "serve": cmd_serve,
     "data": cmd_data,
     "models": cmd_models,
     "train": cmd_train,

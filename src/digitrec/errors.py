@@ -21,6 +21,10 @@ class ImageError(DigitrecError):
     """An input image cannot be decoded or is outside the accepted limits."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit (the server answers 413, not 422)."""
+
+
 class Interrupted(DigitrecError):
     """Training stopped on request (Ctrl-C) after saving a resumable state."""
 

@@ -135,12 +135,17 @@ class Predictor:
             probs = torch.softmax(self.model(x).float(), dim=1).cpu()
         return probs.view(len(self._tta), -1, probs.shape[-1]).mean(0) if tta else probs
 
-    def predict(self, images: Sequence[ImageLike], tta: bool = False) -> list[Prediction]:
+    def predict(
+        self, images: Sequence[ImageLike], tta: bool = False, max_pixels: int | None = None
+    ) -> list[Prediction]:
         """Preprocess and classify a batch; raises ImageError for an undecodable image."""
-        return self.predict_preprocessed([preprocess(img) for img in images], tta=tta)
+        pre = [preprocess(img, max_pixels=max_pixels) for img in images]
+        return self.predict_preprocessed(pre, tta=tta)
 
-    def predict_one(self, image: ImageLike, tta: bool = False) -> Prediction:
-        return self.predict([image], tta=tta)[0]
+    def predict_one(
+        self, image: ImageLike, tta: bool = False, max_pixels: int | None = None
+    ) -> Prediction:
+        return self.predict([image], tta=tta, max_pixels=max_pixels)[0]
 
     def predict_preprocessed(
         self, pre: Sequence[Preprocessed], tta: bool = False

@@ -277,7 +277,12 @@ def train(
                 f"lr {row['lr']:.2e}  {seconds:.1f}s"
             )
 
-            epoch_meta = {**meta, "epoch": epoch + 1, "metrics": row}
+            epoch_meta = {
+                **meta,
+                "epoch": epoch + 1,
+                "metrics": row,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
             if val_acc > best_acc:
                 best_acc, epochs_since_best = val_acc, 0
                 save_model(run_dir / "best.safetensors", model, epoch_meta)

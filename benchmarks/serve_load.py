@@ -1,0 +1,143 @@
+"""Load test of `digitrec serve` on loopback, beside a constant FastAPI endpoint.
+
+Starts two real servers on free 127.0.0.1 ports: digitrec (the shipped model) and a
+minimal FastAPI app whose endpoint returns a constant, the framework's ceiling on this
+machine. Posts canvas-like PNGs (MNIST test digits drawn as dark ink on a 280 px white
+canvas) at concurrency 1, 16 and 64, each level bounded by a request count and a time
+limit, and prints requests per second, p50/p95/p99 latency and errors for both.
+
+    python benchmarks/serve_load.py [--requests 600] [--seconds 20] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from digitrec.data import load_dataset
+
+CONSTANT_APP = textwrap.dedent(
+    """
+    from fastapi import FastAPI, Request
+    app = FastAPI()
+
+    @app.post("/api/predict")
+    async def predict(request: Request):
+        await request.body()
+        return {"digit": 7, "confidence": 1.0}
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], url: str, cwd: str | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server {cmd} did not start")
+
+
+def canvases(n: int) -> list[bytes]:
+    ds = load_dataset("mnist")
+    out = []
+    for i in range(n):
+        d = ds.test_images[i].numpy()
+        img = Image.fromarray(255 - d).resize((280, 280), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+async def load(url: str, bodies: list[bytes], concurrency: int, total: int, seconds: float):
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal sent, errors
+            while sent < total and time.perf_counter() < stop:
+                body = bodies[sent % len(bodies)]
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, content=body, headers={"content-type": "image/png"})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                errors += not ok
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return len(lat) / wall, *np.percentile(lat, [50, 95, 99]), errors, len(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=600, help="per concurrency level")
+    ap.add_argument("--seconds", type=float, default=20, help="per concurrency level")
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    bodies = canvases(50)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "constant_app.py").write_text(CONSTANT_APP)
+        p1, p2 = free_port(), free_port()
+        serve = ["serve", "--port", str(p1), "--workers", str(args.workers)]
+        ours = start([sys.executable, "-m", "digitrec", *serve], f"http://127.0.0.1:{p1}/healthz")
+        ref = start([sys.executable, "-m", "uvicorn", "constant_app:app", "--port", str(p2),
+                     "--workers", str(args.workers), "--log-level", "warning"],
+                    f"http://127.0.0.1:{p2}/docs", cwd=tmp)  # fmt: skip
+        try:
+            size = np.mean([len(b) for b in bodies])
+            print(f"{args.workers} worker(s), canvas PNGs of {size:.0f} bytes")
+            print(f"{'server':<22} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+                  f"{'p99 ms':>8} {'errors':>6} {'requests':>8}")  # fmt: skip
+            for conc in (1, 16, 64):
+                rows = {}
+                for name, port in (("digitrec /api/predict", p1), ("constant FastAPI", p2)):
+                    url = f"http://127.0.0.1:{port}/api/predict"
+                    asyncio.run(load(url, bodies, 4, 20, 5))  # warm up
+                    rows[name] = asyncio.run(load(url, bodies, conc, args.requests, args.seconds))
+                    rps, p50, p95, p99, err, n = rows[name]
+                    print(f"{name:<22} {conc:>4} {rps:>8.1f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} "
+                          f"{err:>6} {n:>8}")  # fmt: skip
+                ratio = rows["digitrec /api/predict"][0] / rows["constant FastAPI"][0]
+                print(f"{'':<22} {conc:>4} digitrec at {ratio:.0%} of the framework's ceiling")
+        finally:
+            for proc in (ours, ref):
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The web app: a FastAPI server with a drawing page, on the shared Predictor."""

@@ -1,0 +1,281 @@
+"""FastAPI server: the drawing page at ``/`` and a JSON API under ``/api``.
+
+The Predictor is loaded once at start-up and shared; inference runs in the thread
+pool so the event loop keeps serving. Every input error is a 4xx with a JSON
+``detail`` saying what to fix: 413 for bodies and images over the limits, 415 for a
+content type we do not read, 422 for data that is not a usable image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+import digitrec
+from digitrec.errors import ImageError, ImageTooLarge
+from digitrec.predictor import Prediction, Predictor
+from digitrec.preprocess import MAX_PIXELS
+
+STATIC = resources.files("digitrec.web") / "static"
+SOURCE_ENV = "DIGITREC_MODEL_SOURCE"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    max_batch: int = 256
+
+
+class BadRequest(HTTPException):
+    """An HTTPException whose detail is one plain sentence."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(status_code=status, detail=detail)
+
+
+def png_base64(image: np.ndarray) -> str:
+    """The 28x28 model input as a base64 PNG, for the page's "what the model saw" view."""
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def decode_base64_image(value: Any, where: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(422, f"{where} must be a non-empty base64 string or data URL")
+    if value.startswith("data:"):
+        head, _, value = value.partition(",")
+        if ";base64" not in head:
+            raise BadRequest(422, f"{where}: only base64 data URLs are accepted")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(422, f"{where} is not valid base64") from None
+
+
+def pixels_to_array(value: Any) -> np.ndarray:
+    """784 numbers or 28 rows of 28, in [0, 1] or [0, 255], light digit on dark."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadRequest(422, "pixels must be numbers: 784 values or 28 rows of 28") from None
+    if a.size != 784 or a.shape not in ((784,), (28, 28)):
+        raise BadRequest(422, f"pixels has shape {a.shape}; send 784 values or 28 rows of 28")
+    if not np.isfinite(a).all():
+        raise BadRequest(422, "pixels contains NaN or infinite values")
+    if a.min() < 0 or a.max() > 255:
+        raise BadRequest(422, "pixels must lie in [0, 1] or [0, 255]")
+    a = a.reshape(28, 28)
+    return (a / 255.0 if a.max() > 1 else a).astype(np.float32)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"the body is over the {limit:,}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(422, f"the body is not valid JSON ({exc})") from None
+
+
+def json_item(item: Any, where: str) -> bytes | np.ndarray:
+    if not isinstance(item, dict) or not ({"image", "pixels"} & item.keys()):
+        raise BadRequest(422, f'{where} must be an object with "image" or "pixels"')
+    if "pixels" in item:
+        return pixels_to_array(item["pixels"])
+    return decode_base64_image(item["image"], f"{where}.image")
+
+
+def create_app(
+    predictor: Predictor | None = None,
+    model_path: str | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """The app. Without a predictor it loads one at start-up by the usual resolution order."""
+    limits = limits or Limits(
+        max_body_bytes=int(os.environ.get("DIGITREC_MAX_BODY_BYTES", Limits.max_body_bytes)),
+        max_pixels=int(os.environ.get("DIGITREC_MAX_PIXELS", Limits.max_pixels)),
+    )
+    state: dict[str, Any] = {"predictor": predictor}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if state["predictor"] is None:
+            state["predictor"] = Predictor.load(model_path)
+            # `digitrec serve` resolved the model before starting workers; say from where.
+            state["predictor"].source = os.environ.get(SOURCE_ENV, state["predictor"].source)
+        yield
+
+    app = FastAPI(
+        title="digitrec",
+        version=digitrec.__version__,
+        description="Handwritten digit recognition. Draw at `/`, or POST images to `/api/predict`.",
+        lifespan=lifespan,
+    )
+
+    def get_predictor() -> Predictor:
+        p = state["predictor"]
+        if p is None:
+            raise BadRequest(503, "the model is still loading")
+        return p
+
+    def result(pred: Prediction, p: Predictor, started: float) -> dict[str, Any]:
+        return {
+            **pred.to_dict(),
+            "image": png_base64(pred.image),
+            "model": {"name": p.name, "version": model_version(p)},
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    async def run(items: list[bytes | np.ndarray], p: Predictor) -> list[Prediction]:
+        try:
+            return await run_in_threadpool(p.predict, items, False, limits.max_pixels)
+        except ImageTooLarge as exc:
+            raise BadRequest(413, str(exc)) from None
+        except ImageError as exc:
+            raise BadRequest(422, str(exc)) from None
+
+    async def items_from(request: Request, batch: bool) -> list[bytes | np.ndarray]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limits.max_body_bytes:
+                raise BadRequest(
+                    413, f"the upload is over the {limits.max_body_bytes:,}-byte limit"
+                )
+            form = await request.form(
+                max_files=limits.max_batch, max_part_size=limits.max_body_bytes
+            )
+            files = [f for f in form.getlist("files" if batch else "file") if hasattr(f, "read")]
+            if not files:
+                field = "files" if batch else "file"
+                raise BadRequest(422, f'send the image in a multipart field named "{field}"')
+            return [await f.read() for f in files]
+        body = await read_body(request, limits.max_body_bytes)
+        if ctype.startswith("image/") and not batch:
+            return [body]
+        if ctype == "application/json":
+            data = parse_json(body)
+            if batch:
+                if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+                    raise BadRequest(422, 'send {"images": [{"image": ...} or {"pixels": ...}]}')
+                if not data["images"] or len(data["images"]) > limits.max_batch:
+                    raise BadRequest(422, f"send between 1 and {limits.max_batch} images")
+                return [json_item(it, f"images[{i}]") for i, it in enumerate(data["images"])]
+            return [json_item(data, "the body")]
+        accepted = (
+            "multipart/form-data or application/json"
+            if batch
+            else ("multipart/form-data, image/png, image/jpeg, ... or application/json")
+        )
+        raise BadRequest(415, f"content type {ctype or '(none)'} is not accepted; send {accepted}")
+
+    @app.post("/api/predict", summary="Recognize one digit")
+    async def predict(request: Request) -> dict[str, Any]:
+        """Send a multipart upload (field `file`), a raw image body (`image/png`,
+        `image/jpeg`, ...), or JSON `{"image": "<base64 or data URL>"}` or
+        `{"pixels": [784 values]}`."""
+        started = time.perf_counter()
+        p = get_predictor()
+        items = await items_from(request, batch=False)
+        [pred] = await run(items, p)
+        return result(pred, p, started)
+
+    @app.post("/api/predict/batch", summary="Recognize many digits")
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        """Multipart (fields `files`) or JSON `{"images": [{"image": ...}, {"pixels": ...}]}`."""
+        started = time.perf_counter()
+        p = get_predictor()
+        preds = await run(await items_from(request, batch=True), p)
+        return {"predictions": [result(pr, p, started) for pr in preds]}
+
+    @app.get("/api/model", summary="The loaded model")
+    async def model() -> dict[str, Any]:
+        p = get_predictor()
+        meta = p.meta
+        return {
+            "name": p.name,
+            "version": model_version(p),
+            "parameters": meta.get("params"),
+            "classes": p.classes,
+            "test_accuracy": meta.get("test_accuracy"),
+            "validation_accuracy": (meta.get("metrics") or {}).get("val_acc"),
+            "epoch": meta.get("epoch"),
+            "run": meta.get("run"),
+            "recipe": meta.get("recipe"),
+            "command": meta.get("command"),
+            "trained": meta.get("created"),
+            "source": p.source,
+        }
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the model is loaded")
+    async def readyz() -> JSONResponse:
+        ready = state["predictor"] is not None
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"))
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    return app
+
+
+def model_version(p: Predictor) -> str:
+    """Which weights: the run they came from and the epoch chosen on validation."""
+    meta = p.meta
+    return f"{meta.get('run') or 'unknown'}@{meta.get('epoch', '?')}"
+
+
+def serve(host: str, port: int, model_path: str | None, workers: int) -> None:
+    """`digitrec serve`: resolve the model here (so a bad path fails before the server
+    starts), then run uvicorn; several workers each load it once."""
+    import uvicorn
+
+    from digitrec.predictor import resolve_model_path
+
+    path, source = resolve_model_path(model_path)
+    Predictor.load(path)  # fail now, with a clear message, rather than in every worker
+    os.environ["DIGITREC_MODEL"] = str(path)
+    os.environ[SOURCE_ENV] = source
+    print(f"digitrec: open http://{host}:{port}/ (model {path})", flush=True)
+    uvicorn.run(
+        "digitrec.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )

@@ -1,0 +1,187 @@
+"""The REST API through FastAPI's TestClient: every input form and every bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.web.app import Limits, create_app
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load(shipped_model_path())
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    app = create_app(predictor, limits=Limits(max_body_bytes=2_000_000, max_pixels=4_000_000))
+    with TestClient(app) as c:
+        yield c
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    """Ten test digits drawn as dark ink on a white 280 px canvas, with their labels."""
+    out = []
+    for i in range(10):
+        d = mnist.test_images[i].numpy()
+        big = Image.fromarray(255 - d).resize((280, 280), Image.Resampling.BILINEAR)
+        out.append((png(np.asarray(big)), int(mnist.test_labels[i]), d))
+    return out
+
+
+def check(r, label: int) -> dict:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["digit"] == label
+    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-3
+    img = Image.open(io.BytesIO(base64.b64decode(body["image"])))
+    assert img.size == (28, 28)
+    assert body["model"]["name"] == "fast" and body["latency_ms"] > 0
+    assert isinstance(body["uncertain"], bool)
+    return body
+
+
+def test_every_input_form(client, digits):
+    data, label, raw = digits[0]
+    check(client.post("/api/predict", files={"file": ("d.png", data, "image/png")}), label)
+    check(client.post("/api/predict", content=data, headers={"content-type": "image/png"}), label)
+    b64 = base64.b64encode(data).decode()
+    check(client.post("/api/predict", json={"image": b64}), label)
+    check(client.post("/api/predict", json={"image": "data:image/png;base64," + b64}), label)
+    check(client.post("/api/predict", json={"pixels": raw.ravel().tolist()}), label)
+    check(client.post("/api/predict", json={"pixels": (raw / 255).tolist()}), label)
+    jpg = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(jpg, "JPEG", quality=90)
+    r = client.post("/api/predict", content=jpg.getvalue(), headers={"content-type": "image/jpeg"})
+    check(r, label)
+
+
+def test_batch(client, digits):
+    images = [{"image": base64.b64encode(d).decode()} for d, _, _ in digits]
+    images.append({"pixels": digits[0][2].tolist()})
+    r = client.post("/api/predict/batch", json={"images": images})
+    assert r.status_code == 200, r.text
+    got = [p["digit"] for p in r.json()["predictions"]]
+    want = [label for _, label, _ in digits] + [digits[0][1]]
+    assert sum(g == w for g, w in zip(got, want, strict=True)) >= 10
+    files = [("files", (f"{i}.png", d, "image/png")) for i, (d, _, _) in enumerate(digits[:3])]
+    r = client.post("/api/predict/batch", files=files)
+    assert [p["digit"] for p in r.json()["predictions"]] == [lbl for _, lbl, _ in digits[:3]]
+
+
+def test_blank_canvas_is_no_digit(client):
+    r = client.post("/api/predict", content=png(np.full((280, 280), 255, np.uint8)),
+                    headers={"content-type": "image/png"})  # fmt: skip
+    assert r.status_code == 200
+    assert r.json()["blank"] is True and r.json()["digit"] is None
+
+
+TRUNCATED = png(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:200]
+
+
+def bomb() -> bytes:
+    """A few kilobytes of PNG that decode to 100 million pixels."""
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, words",
+    [
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "not accepted"),
+        ({"content": b"", "headers": {"content-type": "image/png"}}, 422, "empty"),
+        ({"content": TRUNCATED, "headers": {"content-type": "image/png"}}, 422, "corrupt"),
+        ({"content": b"not an image at all", "headers": {"content-type": "image/png"}},
+         422, "not a readable image"),
+        ({"content": bomb(), "headers": {"content-type": "image/png"}}, 413, "pixel limit"),
+        ({"content": b"x" * 2_000_001, "headers": {"content-type": "image/png"}}, 413, "limit"),
+        ({"content": b'{"pixels": [NaN' + b", 0" * 783 + b"]}",
+          "headers": {"content-type": "application/json"}}, 422, "NaN"),
+        ({"json": {"pixels": [0.5] * 100}}, 422, "784"),
+        ({"json": {"pixels": [[1, 2], [3]]}}, 422, "pixels"),
+        ({"json": {"pixels": [300] * 784}}, 422, "[0, 255]"),
+        ({"json": {"image": "%%%not base64"}}, 422, "base64"),
+        ({"json": {"picture": "x"}}, 422, '"image" or "pixels"'),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+        ({"files": {"upload": ("d.png", b"x", "image/png")}}, 422, '"file"'),
+        ({"files": {"file": ("empty.png", b"", "image/png")}}, 422, "empty"),
+        ({"files": {"file": ("big.png", b"x" * 2_000_001, "image/png")}}, 413, "limit"),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_4xx_with_a_reason(client, kwargs, status, words):
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+
+
+def test_bad_batches(client):
+    assert client.post("/api/predict/batch", json={"images": []}).status_code == 422
+    r = client.post("/api/predict/batch", json={"images": [{"pixels": [1] * 784}, {"x": 1}]})
+    assert r.status_code == 422 and "images[1]" in r.json()["detail"]
+    r = client.post("/api/predict/batch", content=b"x", headers={"content-type": "image/png"})
+    assert r.status_code == 415
+
+
+def test_model_health_and_docs(client):
+    m = client.get("/api/model").json()
+    assert m["name"] == "fast" and m["parameters"] > 0 and 0.99 <= m["test_accuracy"] <= 1
+    assert m["command"].startswith("digitrec train")
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"ready": True}
+    assert client.get("/docs").status_code == 200
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    for external in ("http://", "https://"):  # self-contained: no CDN
+        assert external not in page.text
+        assert external not in client.get("/static/app.js").text
+
+
+def test_concurrent_requests_get_their_own_answers(client, digits):
+    answers: dict[int, int] = {}
+
+    def post(k: int) -> None:
+        data, _, _ = digits[k % len(digits)]
+        r = client.post("/api/predict", content=data, headers={"content-type": "image/png"})
+        answers[k] = r.json()["digit"]
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alone = {k: client.post("/api/predict", content=digits[k][0],
+                            headers={"content-type": "image/png"}).json()["digit"]
+             for k in range(len(digits))}  # fmt: skip
+    assert all(answers[k] == alone[k % len(digits)] for k in answers)
+
+
+def test_server_without_a_model_is_not_ready(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITREC_MODEL", str(tmp_path / "missing.safetensors"))
+    from digitrec.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no checkpoint"), TestClient(create_app()):
+        pass
+
+
+def test_json_errors_are_json(client):
+    r = client.post("/api/predict", content=b"[]", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and json.loads(r.text)["detail"]

@@ -1,0 +1,192 @@
+"""The page in a real headless Chromium, driven by real pointer events, against the real
+server started on a free port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec.predictor import shipped_model_path
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensure_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        subprocess.run(["bash", str(ROOT / "tools" / "install-system-deps.sh")], check=False)
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed and could not be (needs root)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitrec", "serve", "--port", str(port),
+         "--model-path", str(shipped_model_path())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("server did not start: " + (proc.stdout.read() if proc.stdout else ""))
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ensure_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    pg = browser.new_page(viewport={"width": 900, "height": 760})
+    pg.goto(server + "/")
+    pg.wait_for_function("document.getElementById('model').textContent.includes('fast')")
+    yield pg
+    pg.close()
+
+
+def settle(page) -> None:
+    """Wait until the page has the answer to the latest drawing."""
+    page.wait_for_timeout(50)
+    page.wait_for_function(
+        "document.getElementById('result').getAttribute('aria-busy') === 'false'"
+    )
+
+
+def draw_digit(page, digit: np.ndarray) -> None:
+    """Trace an MNIST digit with the mouse: one pointer stroke along each run of ink in every
+    other pixel row, scaled to the canvas (the brush is about two MNIST pixels wide)."""
+    box = page.locator("#canvas").bounding_box()
+    cell = box["width"] / 28
+    for r in range(0, 28, 2):
+        row = digit[r] > 100
+        c = 0
+        while c < 28:
+            if not row[c]:
+                c += 1
+                continue
+            start = c
+            while c < 28 and row[c]:
+                c += 1
+            y = box["y"] + (r + 0.5) * cell
+            page.mouse.move(box["x"] + (start + 0.5) * cell, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + (c - 0.5) * cell, y, steps=3)
+            page.mouse.up()
+    settle(page)
+
+
+def shown(page) -> str:
+    return page.locator("#digit").inner_text().strip()
+
+
+def test_drawn_mnist_digits_are_recognized(page, mnist):
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(mnist.test_images), 20, replace=False)
+    right = 0
+    for i in sample:
+        page.keyboard.press("Escape")
+        draw_digit(page, mnist.test_images[int(i)].numpy())
+        right += shown(page) == str(int(mnist.test_labels[int(i)]))
+    assert right >= 16, f"{right}/20 drawn digits recognized"
+    bars = page.locator("#bars li")
+    assert bars.count() == 10
+    assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-drawn.png"), full_page=True)
+
+
+def test_undo_and_clear(page, mnist):
+    page.keyboard.press("Escape")
+    seven = mnist.test_images[0].numpy()  # a 7
+    draw_digit(page, seven)
+    before = shown(page)
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + box["height"] - 30)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 20, box["y"] + box["height"] - 30, steps=5)
+    page.mouse.up()
+    settle(page)
+    page.click("#undo")
+    settle(page)
+    assert shown(page) == before
+    page.keyboard.press("Control+z")
+    settle(page)
+    page.click("#clear")
+    assert shown(page) == "?"
+    assert "Draw a digit" in page.locator("#confidence").inner_text()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a dot
+    settle(page)
+    page.keyboard.press("Escape")
+    assert shown(page) == "?"
+
+
+def test_upload_through_the_file_input(page, mnist, tmp_path):
+    digit = mnist.test_images[1].numpy()  # a 2
+    photo = tmp_path / "two.jpg"
+    Image.fromarray(255 - digit).resize((300, 300)).convert("RGB").save(photo, quality=90)
+    page.set_input_files("#file", str(photo))
+    settle(page)
+    assert shown(page) == "2"
+    assert page.locator("#thumbfig").is_visible()
+    assert page.locator("#thumbcap").inner_text() == "two.jpg"
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not a picture")
+    page.set_input_files("#file", str(bad))
+    settle(page)
+    error = page.locator("#error")
+    assert error.is_visible() and "not a readable image" in error.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-upload-error.png"), full_page=True)
+
+
+def test_phone_sized_screen(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    pg = context.new_page()
+    pg.goto(server + "/")
+    box = pg.locator("#canvas").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    touch_action = "getComputedStyle(document.getElementById('canvas')).touchAction"
+    assert pg.evaluate(touch_action) == "none"
+    for control in ("#undo", "#clear", "#file"):
+        assert pg.locator(control).get_attribute("aria-label") or pg.locator(control).inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / "web-phone.png"), full_page=True)
+    context.close()
