@@ -3,10 +3,14 @@
 Starts two real servers on free 127.0.0.1 ports: digitrec (the shipped model) and a
 minimal FastAPI app whose endpoint returns a constant, the framework's ceiling on this
 machine. Posts canvas-like PNGs (MNIST test digits drawn as dark ink on a 280 px white
-canvas) at concurrency 1, 16 and 64, each level bounded by a request count and a time
-limit, and prints requests per second, p50/p95/p99 latency and errors for both.
+canvas) at concurrency 1, 16 and 64, each level bounded in time (and, for the Python
+client, in requests), and prints requests per second, p50/p95/p99 latency and errors.
 
-    python benchmarks/serve_load.py [--requests 600] [--seconds 20] [--workers 1]
+The load comes from `wrk` (Debian package wrk) when it is installed: a C client that
+leaves the CPU to the server. Without it, an asyncio httpx client is used, which on two
+cores is itself the bottleneck (say so when quoting its figures).
+
+    python benchmarks/serve_load.py [--seconds 10] [--workers 1] [--client wrk|python]
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,14 +108,56 @@ async def load(url: str, bodies: list[bytes], concurrency: int, total: int, seco
     return len(lat) / wall, *np.percentile(lat, [50, 95, 99]), errors, len(lat)
 
 
+WRK_SCRIPT = """
+local bodies, n = {}, 0
+for path in string.gmatch(os.getenv("BODIES"), "[^:]+") do
+  local f = io.open(path, "rb"); n = n + 1; bodies[n] = f:read("*all"); f:close()
+end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "image/png"
+request = function()
+  i = i % n + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %f %f %f %f\\n", summary.requests,
+    e.connect + e.read + e.write + e.status + e.timeout, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+
+def load_wrk(url: str, files: list[str], concurrency: int, seconds: float):
+    """wrk with one thread per core, `concurrency` connections, for `seconds`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(WRK_SCRIPT)
+    out = subprocess.run(
+        ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds}s",
+         "--timeout", "30s", "-s", fh.name, url],
+        capture_output=True, text=True, env={**os.environ, "BODIES": ":".join(files)},
+    ).stdout  # fmt: skip
+    Path(fh.name).unlink()
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    n, errors, wall, p50, p95, p99 = (float(v) for v in line.split()[1:])
+    return n / wall, p50, p95, p99, int(errors), int(n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=600, help="per concurrency level")
-    ap.add_argument("--seconds", type=float, default=20, help="per concurrency level")
+    ap.add_argument("--seconds", type=int, default=10, help="per concurrency level")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--client", choices=["wrk", "python"],
+                    default="wrk" if shutil.which("wrk") else "python")  # fmt: skip
     args = ap.parse_args()
     bodies = canvases(50)
     with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, body in enumerate(bodies):
+            files.append(str(Path(tmp, f"canvas{i}.png")))
+            Path(files[-1]).write_bytes(body)
         Path(tmp, "constant_app.py").write_text(CONSTANT_APP)
         p1, p2 = free_port(), free_port()
         serve = ["serve", "--port", str(p1), "--workers", str(args.workers)]
@@ -119,7 +167,9 @@ def main() -> None:
                     f"http://127.0.0.1:{p2}/docs", cwd=tmp)  # fmt: skip
         try:
             size = np.mean([len(b) for b in bodies])
-            print(f"{args.workers} worker(s), canvas PNGs of {size:.0f} bytes")
+            print(
+                f"{args.workers} worker(s), {args.client} client, canvas PNGs of {size:.0f} bytes"
+            )
             print(f"{'server':<22} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
                   f"{'p99 ms':>8} {'errors':>6} {'requests':>8}")  # fmt: skip
             for conc in (1, 16, 64):
@@ -127,7 +177,12 @@ def main() -> None:
                 for name, port in (("digitrec /api/predict", p1), ("constant FastAPI", p2)):
                     url = f"http://127.0.0.1:{port}/api/predict"
                     asyncio.run(load(url, bodies, 4, 20, 5))  # warm up
-                    rows[name] = asyncio.run(load(url, bodies, conc, args.requests, args.seconds))
+                    if args.client == "wrk":
+                        rows[name] = load_wrk(url, files, conc, args.seconds)
+                    else:
+                        rows[name] = asyncio.run(
+                            load(url, bodies, conc, args.requests, args.seconds)
+                        )
                     rps, p50, p95, p99, err, n = rows[name]
                     print(f"{name:<22} {conc:>4} {rps:>8.1f} {p50:>8.2f} {p95:>8.2f} {p99:>8.2f} "
                           f"{err:>6} {n:>8}")  # fmt: skip

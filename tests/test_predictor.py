@@ -76,3 +76,13 @@ def test_test_time_augmentation_averages_views(predictor, mnist):
     x = torch.from_numpy(tta[0].image)[None, None]
     views = tta_views(x, predictor._tta)
     assert torch.allclose(views[0], x, atol=1e-6) and len(views) == len(predictor._tta)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])
+def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
+    from PIL import Image
+
+    digit = mnist.test_images[0].numpy()  # a 7
+    path = tmp_path / f"seven.{fmt.lower()}"
+    Image.fromarray(255 - digit).resize((140, 140)).save(path, fmt)
+    assert predictor.predict_one(path).digit == int(mnist.test_labels[0])

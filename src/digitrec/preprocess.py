@@ -247,8 +247,7 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if n == 0:
         return mask
-    idx = np.arange(1, n + 1)
-    areas = ndimage.sum_labels(mask, labels, idx)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     boxes = ndimage.find_objects(labels)
     margin = max(1, round(0.01 * max(h, w)))
 
@@ -279,6 +278,12 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
         if areas[i] >= 0.15 * areas[main] or (near and areas[i] >= 0.005 * areas[main]):
             keep[i + 1] = True
     return keep[labels]
+
+
+def grow(mask: np.ndarray, r: int) -> np.ndarray:
+    """Dilate a mask by ``r`` pixels with a square: one separable max filter, far cheaper
+    than ``r`` iterations of a binary dilation."""
+    return ndimage.maximum_filter(mask.view(np.uint8), size=2 * r + 1).view(bool)
 
 
 def remove_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -438,7 +443,7 @@ def preprocess(
         t = otsu(ink[ink > 0.05])
         # Noise, paper texture, JPEG ringing: whatever the background away from the ink
         # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
-        away = ~ndimage.binary_dilation(ink > t, iterations=3) & (ink < t)
+        away = ~grow(ink > t, 3) & (ink < t)
         noise = float(np.percentile(ink[away], 99.5)) if away.any() else 0.0
         ink[ink <= min(noise, 0.4 * t)] = 0.0
         ink = remove_lines(ink, ink > t)
@@ -448,7 +453,7 @@ def preprocess(
         # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
         # the textbook pipeline would: Otsu's mask alone crops a blurred digit too tight.
         rim = max(2, round(0.03 * max(mask.shape)))
-        ink *= ndimage.binary_dilation(mask, iterations=rim)
+        ink *= grow(mask, rim)
         result.steps.append("specks and border marks removed")
     mask = ink > INK_THRESHOLD
     if mask.sum() < MIN_INK_PIXELS:

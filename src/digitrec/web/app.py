@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -128,6 +129,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # One request is a batch of one: intra-op threads only contend with each other
+        # and with the preprocessing of concurrent requests. Parallelism comes from
+        # requests (the thread pool) and from --workers.
+        torch.set_num_threads(1)
         if state["predictor"] is None:
             state["predictor"] = Predictor.load(model_path)
             # `digitrec serve` resolved the model before starting workers; say from where.
