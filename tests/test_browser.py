@@ -173,6 +173,8 @@ def test_upload_through_the_file_input(page, mnist, tmp_path):
     settle(page)
     error = page.locator("#error")
     assert error.is_visible() and "not a readable image" in error.inner_text()
+    assert shown(page) == "?"  # the previous answer is not left beside the error
+    assert not page.locator("#thumbfig").is_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-upload-error.png"), full_page=True)
 

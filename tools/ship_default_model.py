@@ -1,14 +1,18 @@
 """Retrain the model shipped inside the package, with digitrec's own commands.
 
-Runs `digitrec train` with the recipe below, evaluates the chosen checkpoint on
-the test set once, and copies it to src/digitrec/assets/default.safetensors with
-its command line, validation metrics and test accuracy in the metadata; the
-run's full config and the report summary go beside it in default.json.
-Model selection happened on the validation split inside `train`.
+Runs `digitrec train` with the recipe below (or takes a finished run given with
+--run, made by `digitrec train`), evaluates the chosen checkpoint on the test set
+once, and copies it to src/digitrec/assets/default.safetensors with its command
+line, validation metrics and test accuracy in the metadata; the run's full config
+and the report summary go beside it in default.json. Model selection happened on
+the validation split inside `train`.
+
+    python tools/ship_default_model.py [--run RUN_DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -29,14 +33,29 @@ def digitrec(*args: str) -> None:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", help="ship this finished run instead of training one")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "default-model"
-        digitrec("train", *TRAIN_ARGS, "--out", str(run), "--no-progress")
-        digitrec("evaluate", str(run))
-        report = json.loads((run / "report.json").read_text())
+        if args.run:
+            run, train_args = Path(args.run), None
+        else:
+            run, train_args = Path(tmp) / "default-model", TRAIN_ARGS
+            digitrec("train", *TRAIN_ARGS, "--out", str(run), "--no-progress")
+        digitrec("evaluate", str(run), "--out", str(Path(tmp) / "report"))
+        report = json.loads((Path(tmp) / "report" / "report.json").read_text())
         config = json.loads((run / "config.json").read_text())
+        if config.get("status") != "complete":
+            raise SystemExit(f"{run} is not a finished run (status {config.get('status')})")
         meta = read_meta(run / "best.safetensors")
-        command = "digitrec train " + shlex.join(TRAIN_ARGS)
+        if train_args is None:  # the run's own command, less where it was written
+            words = shlex.split(config["command"])[2:]
+            for flag in ("--out", "--runs-dir"):
+                if flag in words:
+                    i = words.index(flag)
+                    del words[i : i + 2]
+            train_args = [w for w in words if w != "--no-progress"]
+        command = "digitrec train " + shlex.join(train_args)
         extra = {"command": command, "test_accuracy": report["accuracy"], "shipped": True}
         copy_with_meta(run / "best.safetensors", ASSETS / "default.safetensors", extra)
         write_json(

@@ -64,7 +64,7 @@ def open_image(src: ImageLike, max_pixels: int | None = None) -> Image.Image:
     elif isinstance(src, np.ndarray):
         return _from_array(src, limit)
     else:
-        name = "image data" if isinstance(src, (bytes, bytearray)) else str(src)
+        name = "The uploaded data" if isinstance(src, (bytes, bytearray)) else str(src)
         if isinstance(src, (bytes, bytearray)):
             if not src:
                 raise ImageError("The image is empty (0 bytes)")
@@ -83,10 +83,10 @@ def open_image(src: ImageLike, max_pixels: int | None = None) -> Image.Image:
             raise ImageTooLarge(f"{name}: {exc}") from None
         except UnidentifiedImageError:
             raise ImageError(
-                f"{name}: not a readable image (PNG, JPEG, BMP, GIF, WebP, TIFF are read)"
+                f"{name} is not a readable image (PNG, JPEG, BMP, GIF, WebP and TIFF are read)"
             ) from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{name}: the image is truncated or corrupt ({exc})") from None
+            raise ImageError(f"{name} is a truncated or corrupt image ({exc})") from None
     _check_size(img.size, "image", limit)
     return img
 

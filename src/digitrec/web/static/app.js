@@ -175,6 +175,8 @@ function showEmpty() {
 }
 
 function showError(message) {
+  showEmpty();  // an old answer beside a new error would be misleading
+  $("confidence").textContent = "No answer";
   const el = $("error");
   el.textContent = message;
   el.hidden = false;
@@ -198,7 +200,10 @@ function predictFile(file) {
   const form = new FormData();
   form.append("file", file, file.name || "pasted.png");
   busy(true);
-  send(form).finally(() => busy(false));
+  send(form).finally(() => {
+    busy(false);
+    if (!$("error").hidden) hideThumb();  // the file could not be shown either
+  });
 }
 
 $("file").addEventListener("change", (e) => { predictFile(e.target.files[0]); e.target.value = ""; });
