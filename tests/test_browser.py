@@ -77,7 +77,7 @@ def browser():
 def page(browser, server):
     pg = browser.new_page(viewport={"width": 900, "height": 760})
     pg.goto(server + "/")
-    pg.wait_for_function("document.getElementById('model').textContent.includes('fast')")
+    pg.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
     yield pg
     pg.close()
 

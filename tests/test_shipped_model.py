@@ -15,7 +15,8 @@ def test_shipped_model_records_its_origin():
     record = json.loads(shipped_model_path().with_name("default.json").read_text())
     assert meta["command"].startswith("digitrec train ") and meta["command"] == record["command"]
     assert meta["test_accuracy"] == record["test"]["accuracy"]
-    assert record["config"]["settings"]["recipe"] == meta["recipe"] == "fast"
+    assert record["config"]["settings"]["recipe"] == meta["recipe"]
+    assert record["config"]["settings"]["model"] == meta["model"]
     assert record["validation"]["val_acc"] == meta["metrics"]["val_acc"]
 
 
