@@ -6,7 +6,8 @@ with the robust steps and once with the textbook pipeline (invert, crop, fit, ce
 so each step's worth shows. Targets (issue 3): canvas, stroke and rotation variants within
 0.5 points of clean accuracy; paper and colour >= 98%; the MNIST-C mean >= 95%.
 
-    python benchmarks/robustness.py [--n 1000] [--model-path M] [--tta] [--sheet out.png]
+    python benchmarks/robustness.py [--n 1000] [--split test|val] [--model-path M] [--tta]
+                                    [--sheet out.png]
 """
 
 from __future__ import annotations

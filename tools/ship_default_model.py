@@ -23,7 +23,7 @@ from pathlib import Path
 from digitrec.checkpoint import copy_with_meta, read_meta
 from digitrec.files import write_json
 
-TRAIN_ARGS = ["--recipe", "fast", "--augment", "--epochs", "8", "--seed", "0", "--device", "cpu"]
+TRAIN_ARGS = ["--recipe", "best", "--epochs", "10", "--seed", "0", "--device", "cpu"]
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "digitrec" / "assets"
 
 

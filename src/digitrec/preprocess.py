@@ -262,7 +262,13 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
         return xs.start < 3 * margin and xs.stop > w - 3 * margin and (ys.stop - ys.start) < 0.1 * h
 
     inner = [i for i in range(n) if not touches(boxes[i]) and not ruled_line(boxes[i])]
-    candidates = inner or [i for i in range(n) if not ruled_line(boxes[i])] or list(range(n))
+    unruled = [i for i in range(n) if not ruled_line(boxes[i])] or list(range(n))
+    biggest = max(unruled, key=lambda i: areas[i])
+    # An inner component is the digit unless it is a speck next to a large mark that
+    # touches the border: then that mark is the digit, touched by a smudge or the edge.
+    candidates = (
+        inner if inner and max(areas[i] for i in inner) >= 0.3 * areas[biggest] else unruled
+    )
     main = max(candidates, key=lambda i: areas[i])
     ys, xs = boxes[main]
     pad_y, pad_x = 0.25 * (ys.stop - ys.start), 0.25 * (xs.stop - xs.start)
