@@ -141,9 +141,10 @@ def test_thin_strokes_are_thickened(mnist):
 
     strokes = big_digit(mnist.test_images[6].numpy(), size=250) > 128
     hairline = ndimage.binary_erosion(strokes, iterations=9).astype(np.uint8) * 255
-    out = preprocess(hairline)
+    out = preprocess(hairline, normalize_strokes=True)
     assert any(step.startswith("thickened") for step in out.steps)
     assert (out.image > 0.5).sum() > 1.5 * (preprocess(hairline, robust=False).image > 0.5).sum()
+    assert not any(step.startswith("thickened") for step in preprocess(hairline).steps)
 
 
 def test_deskew_straightens_a_slanted_bar():

@@ -395,11 +395,16 @@ def preprocess(
     robust: bool = True,
     deskew_digit: bool = False,
     max_pixels: int | None = None,
+    normalize_strokes: bool = False,
 ) -> Preprocessed:
     """Any image -> the 28x28 MNIST-like input and a record of what was done.
 
     ``robust=False`` is the textbook pipeline (invert, crop, fit, centre) and exists so
     the robustness benchmark can show what each robust step is worth.
+    ``normalize_strokes`` thickens hairlines and thins blobs towards MNIST's pen width;
+    it is off by default because the shipped model, trained with stroke-width
+    augmentation, does better without it (validation renders: thin pens 96% against 95%,
+    impulse noise 99% against 93%).
     """
     img = ImageOps.exif_transpose(open_image(src, max_pixels))
     result = Preprocessed(np.zeros((28, 28), np.float32), source_size=img.size)
@@ -446,7 +451,9 @@ def preprocess(
         return _blank(result)
     ink /= peak
     if robust:
-        t = otsu(ink[ink > 0.05])
+        # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
+        # thin pens): capped, the mask keeps them; the noise floor below still uses it.
+        t = min(otsu(ink[ink > 0.05]), 0.25)
         # Noise, paper texture, JPEG ringing: whatever the background away from the ink
         # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
         away = ~grow(ink > t, 3) & (ink < t)
@@ -473,7 +480,7 @@ def preprocess(
     h, w = crop.shape
     result.scale = 20.0 / max(h, w) * scale
 
-    if robust:
+    if robust and normalize_strokes:
         f = STROKE_SIDE / max(h, w)
         work = np.clip(resize(crop, (max(1, round(w * f)), max(1, round(h * f)))), 0, 1)
         work, note = normalize_stroke(work)
