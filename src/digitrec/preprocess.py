@@ -180,9 +180,7 @@ def dark_ink_local(gray: np.ndarray) -> bool:
     minority in a large window), so unlike an opening or closing it does not mistake a
     digit's loops for light strokes. It runs on a 32 px thumbnail: cheap at any size.
     """
-    h, w = gray.shape
-    f = min(1.0, 32 / max(h, w))
-    small = resize(gray, (max(1, round(w * f)), max(1, round(h * f))))
+    small = fit(gray, 32, enlarge=False)
     local = ndimage.median_filter(small, size=9, mode="nearest")
     dev = small - local
     return clear_mass(-dev) > clear_mass(dev)
@@ -197,6 +195,15 @@ def resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         (w, h), resample
     )
     return np.asarray(out, dtype=np.float32)
+
+
+def fit(a: np.ndarray, side: int, enlarge: bool = True) -> np.ndarray:
+    """Resize so the longer side is ``side`` pixels, keeping the aspect ratio."""
+    h, w = a.shape
+    f = side / max(h, w)
+    if f >= 1 and not enlarge:
+        return a
+    return resize(a, (max(1, round(w * f)), max(1, round(h * f))))
 
 
 def uneven(gray: np.ndarray) -> bool:
@@ -214,8 +221,7 @@ def background_map(gray: np.ndarray) -> np.ndarray:
     follow the edge of a shadow.
     """
     h, w = gray.shape
-    f = min(1.0, 96 / max(h, w))
-    small = resize(gray, (max(1, round(w * f)), max(1, round(h * f))))
+    small = fit(gray, 96, enlarge=False)
     k = max(3, round(0.1 * max(small.shape)) | 1)
     opened = ndimage.grey_opening(small, size=(k, k), mode="nearest")
     opened = ndimage.uniform_filter(opened, size=3, mode="nearest")
@@ -481,14 +487,11 @@ def preprocess(
     result.scale = 20.0 / max(h, w) * scale
 
     if robust and normalize_strokes:
-        f = STROKE_SIDE / max(h, w)
-        work = np.clip(resize(crop, (max(1, round(w * f)), max(1, round(h * f)))), 0, 1)
-        work, note = normalize_stroke(work)
+        work, note = normalize_stroke(np.clip(fit(crop, STROKE_SIDE), 0, 1))
         if note:  # otherwise the crop goes to 20x20 directly, without a detour through 80
             result.steps.append(note)
-            crop, h, w = work, *work.shape
-    f = 20.0 / max(h, w)
-    small = np.clip(resize(crop, (max(1, round(w * f)), max(1, round(h * f)))), 0.0, 1.0)
+            crop = work
+    small = np.clip(fit(crop, 20), 0.0, 1.0)
     result.steps.append("fitted into 20x20")
     image = place(small)
     if deskew_digit:
@@ -505,9 +508,7 @@ def recenter(img: np.ndarray) -> np.ndarray:
     if not len(rows):
         return img
     crop = img[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h, w = crop.shape
-    f = min(1.0, 20.0 / max(h, w))
-    return place(np.clip(resize(crop, (max(1, round(w * f)), max(1, round(h * f)))), 0, 1))
+    return place(np.clip(fit(crop, 20, enlarge=False), 0, 1))
 
 
 def _blank(result: Preprocessed) -> Preprocessed:
