@@ -4,7 +4,15 @@ import torch
 
 from digitrec.augment import Augment, augment_batch, random_matrices
 
-AFFINE_ONLY = {"stroke": 0, "blur": 0, "noise": 0, "specks": 0, "erase": 0}
+AFFINE_ONLY = {
+    "stroke": 0,
+    "blur": 0,
+    "noise": 0,
+    "specks": 0,
+    "erase": 0,
+    "elastic": 0,
+    "strays": 0,
+}
 NONE = Augment(0, 0, (1, 1), 0, **AFFINE_ONLY)
 
 
@@ -77,7 +85,7 @@ def test_stroke_width_changes_both_ways_and_stays_in_range():
 def test_noise_and_blur_keep_the_range():
     x = torch.rand(64, 1, 28, 28)
     out = augment_batch(
-        x, Augment(0, 0, (1, 1), 0, stroke=0, blur=1.0, noise=1.0), torch.Generator()
+        x, Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "blur": 1.0, "noise": 1.0}), torch.Generator()
     )
     assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
 
@@ -95,3 +103,27 @@ def test_erased_bars_and_specks():
                             torch.Generator().manual_seed(0))  # fmt: skip
     changed = (specked != 0.5).float().mean().item()
     assert 0.002 < changed < 0.03 and set(specked.unique().tolist()) == {0.0, 0.5, 1.0}
+
+
+def test_elastic_warp_bends_but_keeps_the_digit():
+    x = disk(64)
+    only_elastic = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "elastic": 1.0})
+    out = augment_batch(x, only_elastic, torch.Generator().manual_seed(0))
+    changed = (out - x).abs().sum((1, 2, 3))
+    assert (changed > 1.0).all()  # every image warped
+    mass = out.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert (mass - 1).abs().max() < 0.4  # bent, not destroyed or moved off the image
+    half = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "elastic": 0.5})
+    out = augment_batch(disk(200), half, torch.Generator().manual_seed(1))
+    untouched = ((out - disk(200)).abs().sum((1, 2, 3)) < 1e-3).float().mean()
+    assert 0.3 < untouched < 0.7
+
+
+def test_stray_lines_add_a_thin_segment_and_nothing_else():
+    x = torch.zeros(100, 1, 28, 28)
+    only_strays = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "strays": 1.0})
+    out = augment_batch(x, only_strays, torch.Generator().manual_seed(0))
+    ink = out.sum((1, 2, 3))
+    assert (ink > 2).all() and (ink < 28 * 2.5).all()  # a line, about a pixel wide
+    assert out.max() == 1 and out.min() == 0
+    assert (augment_batch(disk(4), only_strays, torch.Generator()) >= disk(4)).all()

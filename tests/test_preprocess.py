@@ -156,3 +156,22 @@ def test_deskew_straightens_a_slanted_bar():
     cols = np.flatnonzero(straight.max(0) > 0.5)
     assert cols[-1] - cols[0] <= 5
     assert "deskewed" in preprocess(bar, deskew_digit=True).steps
+
+
+def test_a_line_across_the_digit_is_erased_and_both_halves_kept():
+    """A ruled line (or MNIST-C's stripe) through a ring: the line goes, and the two arcs it
+    cut apart both stay, so the ring is still a 0 and not a ')' or a '('."""
+    ys, xs = np.mgrid[0:200, 0:200]
+    r = np.hypot(ys - 100, (xs - 100) * 1.4)
+    ring = (np.abs(r - 60) < 7).astype(np.uint8) * 255
+    lined = ring.copy()
+    lined[:, 97:110] = 255 - lined[:, 97:110]  # a stripe, inverted where it crosses the ring
+    out = preprocess(lined)
+    clean = preprocess(ring)
+    assert any("line" in s for s in out.steps), out.steps
+    assert out.image[:, :10].max() > 0.5 and out.image[:, 18:].max() > 0.5  # both arcs
+    rows = np.flatnonzero(out.image.max(1) > 0.1)
+    assert rows[-1] - rows[0] + 1 >= 19  # fitted by the ring's height, not the line's
+    width = np.ptp(np.flatnonzero(out.image.max(0) > 0.1))
+    assert abs(width - np.ptp(np.flatnonzero(clean.image.max(0) > 0.1))) <= 1
+    assert np.corrcoef(out.image.ravel(), clean.image.ravel())[0, 1] > 0.5  # a gap, no more

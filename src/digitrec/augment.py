@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Augment:
-    rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
+    rotate: float = 15.0  # degrees, uniform in [-rotate, rotate]
     translate: float = 0.1  # fraction of the image size
     scale: tuple[float, float] = (0.9, 1.1)
     shear: float = 8.0  # degrees
@@ -28,13 +28,15 @@ class Augment:
     noise: float = 0.2  # fraction of images with Gaussian noise (std up to 0.08)
     specks: float = 0.1  # fraction of images with salt-and-pepper specks (up to 3% of pixels)
     erase: float = 0.2  # fraction of images with a random bar erased (occlusion, a gap in a stroke)
+    elastic: float = 0.5  # fraction of images warped by a smooth random field (up to ~2 px)
+    strays: float = 0.1  # fraction of images with a stray pen line across them
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def is_identity(self) -> bool:
-        extras = (self.stroke, self.blur, self.noise, self.specks, self.erase)
+        extras = (self.stroke, self.blur, self.noise, self.specks, self.erase, self.strays)
         return self.is_affine_identity and not any(extras)
 
     @property
@@ -44,6 +46,7 @@ class Augment:
             and self.translate == 0
             and self.shear == 0
             and tuple(self.scale) == (1.0, 1.0)
+            and self.elastic == 0
         )
 
 
@@ -76,6 +79,8 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     if not aug.is_affine_identity:
         theta = random_matrices(n, aug, generator).to(x.device, x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if aug.elastic:
+            grid = grid + elastic_field(x, aug.elastic, generator)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def per_image(p: float, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
@@ -106,7 +111,36 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         x = torch.where(u > 1 - rate / 2, torch.ones_like(x), x)
     if aug.erase:
         x = x * (1 - bars(x, per_image(aug.erase) > 0, generator))
+    if aug.strays:
+        x = torch.maximum(x, stray_lines(x, per_image(aug.strays) > 0, generator))
     return x
+
+
+def elastic_field(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """(N, H, W, 2) grid offsets for a fraction p of the images: random 4x4 displacements
+    smoothly upsampled, so strokes bend the way different hands bend them (the
+    elastic distortion of Simard et al. 2003) rather than jitter pixel by pixel."""
+    n, _, h, w = x.shape
+    on = (torch.rand(n, generator=generator) < p).float().view(n, 1, 1, 1)
+    coarse = torch.randn(n, 2, 4, 4, generator=generator) * on * (2.0 / 28)  # ~1 px std
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+    return field.permute(0, 2, 3, 1).to(x.device, x.dtype)
+
+
+def stray_lines(x: torch.Tensor, on: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An image per input (1 on the line): a random anti-aliased segment about a pixel
+    wide, the stray pen mark or ruled line real input carries and MNIST never does."""
+    n, _, h, w = x.shape
+    p0, p1 = torch.rand(n, 2, generator=generator), torch.rand(n, 2, generator=generator)
+    p0, p1 = 2 + p0 * (w - 4), 2 + p1 * (w - 4)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                            torch.arange(w, dtype=torch.float32), indexing="ij")  # fmt: skip
+    pts = torch.stack([xs, ys], -1).view(1, h * w, 2)
+    seg = (p1 - p0)[:, None, :]
+    t = (((pts - p0[:, None]) * seg).sum(-1) / (seg * seg).sum(-1).clamp(min=1e-6)).clamp(0, 1)
+    dist = (pts - (p0[:, None] + t[..., None] * seg)).norm(dim=-1)
+    line = (1.2 - dist).clamp(0, 1).view(n, 1, h, w) * on.view(n, 1, 1, 1).cpu()
+    return line.to(x.device, x.dtype)
 
 
 def bars(x: torch.Tensor, on: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -298,22 +298,41 @@ def grow(mask: np.ndarray, r: int) -> np.ndarray:
     return ndimage.maximum_filter(mask.view(np.uint8), size=2 * r + 1).view(bool)
 
 
-def remove_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def remove_lines(ink: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Erase straight lines running edge to edge: ruled paper, a fold, a stripe.
 
-    A row or column counts when the ink covers at least 80% of it and touches both ends.
-    If erasing them would leave almost nothing, the "line" was the digit (a tightly
-    cropped 1) and the image is left alone.
+    A row or column counts when the ink covers at least 60% of it and touches both ends
+    (a stroke crossing it breaks it up). Returns the ink without the lines and the
+    bridges (None when there was no line): erased pixels between stroke ends on either
+    side of a line, so that ``keep_digit`` sees a digit cut by a line as one piece. If
+    erasing would leave almost nothing, the "line" was the digit (a tightly cropped 1) and the image is left alone.
     """
-    cols = (mask.mean(0) >= 0.8) & mask[0] & mask[-1]
-    rows = (mask.mean(1) >= 0.8) & mask[:, 0] & mask[:, -1]
+    cols = (mask.mean(0) >= 0.6) & mask[0] & mask[-1]
+    rows = (mask.mean(1) >= 0.6) & mask[:, 0] & mask[:, -1]
     if not cols.any() and not rows.any():
-        return ink
-    out = ink.copy()
-    out[:, ndimage.binary_dilation(cols, iterations=1)] = 0.0
-    out[ndimage.binary_dilation(rows, iterations=1), :] = 0.0
+        return ink, None
+    out, bridges = ink.copy(), np.zeros_like(mask)
+    for band, transpose in ((cols, False), (rows, True)):
+        if band.any():
+            views = (out.T, mask.T, bridges.T) if transpose else (out, mask, bridges)
+            erase_band(*views, ndimage.binary_dilation(band, iterations=1))
     left = (mask & (out > 0)).sum()
-    return out if left >= max(MIN_INK_PIXELS, 0.2 * mask.sum()) else ink
+    return (out, bridges) if left >= max(MIN_INK_PIXELS, 0.2 * mask.sum()) else (ink, None)
+
+
+def erase_band(ink: np.ndarray, mask: np.ndarray, bridges: np.ndarray, band: np.ndarray) -> None:
+    """Erase the columns in ``band`` in place and mark, in ``bridges``, the rows of each
+    run of them that have ink (``mask``) just left and just right (within the run's width in
+    height, as a slanted stroke leaves at a different height than it entered)."""
+    ink[:, band] = 0.0
+    labels, _ = ndimage.label(band)
+    for (run,) in ndimage.find_objects(labels):
+        a, b = run.start, run.stop
+        if a == 0 or b == ink.shape[1]:
+            continue
+        left = ndimage.maximum_filter1d(mask[:, a - 1], b - a + 1)
+        right = ndimage.maximum_filter1d(mask[:, b], b - a + 1)
+        bridges[:, a:b] = (left & right)[:, None]
 
 
 STROKE_SIDE = 80  # the resolution at which stroke width is measured and adjusted (4x final)
@@ -465,8 +484,11 @@ def preprocess(
         away = ~grow(ink > t, 3) & (ink < t)
         noise = float(np.percentile(ink[away], 99.5)) if away.any() else 0.0
         ink[ink <= min(noise, 0.4 * t)] = 0.0
-        ink = remove_lines(ink, ink > t)
-        mask = keep_digit(ink > t)
+        ink, bridges = remove_lines(ink, ink > t)
+        if bridges is not None:
+            result.steps.append("lines removed")
+        mask = ink > t
+        mask = keep_digit(mask if bridges is None else mask | bridges) & mask
         if mask.sum() < MIN_INK_PIXELS:
             return _blank(result)
         # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
