@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from digitrec.predictor import shipped_model_path
+from strokes import ink_runs
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -91,25 +92,16 @@ def settle(page) -> None:
 
 
 def draw_digit(page, digit: np.ndarray) -> None:
-    """Trace an MNIST digit with the mouse: one pointer stroke along each run of ink in every
-    other pixel row, scaled to the canvas (the brush is about two MNIST pixels wide)."""
+    """Trace an MNIST digit with the mouse, one pointer stroke per run of ink, scaled to
+    the canvas (the brush is about two MNIST pixels wide)."""
     box = page.locator("#canvas").bounding_box()
     cell = box["width"] / 28
-    for r in range(0, 28, 2):
-        row = digit[r] > 100
-        c = 0
-        while c < 28:
-            if not row[c]:
-                c += 1
-                continue
-            start = c
-            while c < 28 and row[c]:
-                c += 1
-            y = box["y"] + (r + 0.5) * cell
-            page.mouse.move(box["x"] + (start + 0.5) * cell, y)
-            page.mouse.down()
-            page.mouse.move(box["x"] + (c - 0.5) * cell, y, steps=3)
-            page.mouse.up()
+    for r, c0, c1 in ink_runs(digit):
+        y = box["y"] + r * cell
+        page.mouse.move(box["x"] + c0 * cell, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + c1 * cell, y, steps=3)
+        page.mouse.up()
     settle(page)
 
 

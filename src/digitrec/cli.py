@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--workers", type=int, default=1, help="server processes")
+    # gui
+    p = sub.add_parser("gui", help="the desktop app: draw or open digits in a window")
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="an image to open at start")
+    p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
+    p.add_argument("--runs-dir")
     return parser
 
 
@@ -405,8 +410,16 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    from digitrec.gui import run
+
+    run(args.model_path, args.runs_dir, args.image)
+    return 0
+
+
 COMMANDS = {
     "serve": cmd_serve,
+    "gui": cmd_gui,
     "data": cmd_data,
     "models": cmd_models,
     "train": cmd_train,

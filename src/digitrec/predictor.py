@@ -59,6 +59,20 @@ def resolve_model_path(
     )
 
 
+def inference_module(model: nn.Module) -> nn.Module:
+    """The model frozen for CPU inference: batch norm folded into the convolutions and
+    oneDNN kernels chosen (``torch.jit.optimize_for_inference``), about twice as fast per
+    image as eager mode here. Same outputs to float rounding; on a GPU, or for a model
+    TorchScript cannot compile, the eager model itself."""
+    if next(model.parameters()).device.type != "cpu":
+        return model
+    try:
+        with torch.no_grad():
+            return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model)))
+    except Exception:  # any compile failure: eager mode is always correct
+        return model
+
+
 @dataclass
 class Prediction:
     digit: int | None  # None when no digit was found
@@ -98,6 +112,7 @@ class Predictor:
         uncertain_below: float = UNCERTAIN_BELOW,
     ) -> None:
         self.model = model.eval()
+        self._run = inference_module(self.model)
         self.meta = meta
         self.source = source
         self.path = path
@@ -132,15 +147,20 @@ class Predictor:
         if tta:
             x = tta_views(x, self._tta)
         with self._lock, torch.inference_mode():
-            probs = torch.softmax(self.model(x).float(), dim=1).cpu()
+            probs = torch.softmax(self._run(x).float(), dim=1).cpu()
         return probs.view(len(self._tta), -1, probs.shape[-1]).mean(0) if tta else probs
 
     def predict(
         self, images: Sequence[ImageLike], tta: bool = False, max_pixels: int | None = None
     ) -> list[Prediction]:
         """Preprocess and classify a batch; raises ImageError for an undecodable image."""
-        pre = [preprocess(img, max_pixels=max_pixels) for img in images]
-        return self.predict_preprocessed(pre, tta=tta)
+        return self.predict_preprocessed(self.prepare(images, max_pixels), tta=tta)
+
+    @staticmethod
+    def prepare(images: Sequence[ImageLike], max_pixels: int | None = None) -> list[Preprocessed]:
+        """The pipeline's half of ``predict``, for callers that run the model half on
+        many requests' images at once (the server)."""
+        return [preprocess(img, max_pixels=max_pixels) for img in images]
 
     def predict_one(
         self, image: ImageLike, tta: bool = False, max_pixels: int | None = None

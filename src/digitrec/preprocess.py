@@ -305,7 +305,8 @@ def remove_lines(ink: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndar
     (a stroke crossing it breaks it up). Returns the ink without the lines and the
     bridges (None when there was no line): erased pixels between stroke ends on either
     side of a line, so that ``keep_digit`` sees a digit cut by a line as one piece. If
-    erasing would leave almost nothing, the "line" was the digit (a tightly cropped 1) and the image is left alone.
+    erasing would leave almost nothing, the "line" was the digit (a tightly cropped 1)
+    and the image is left alone.
     """
     cols = (mask.mean(0) >= 0.6) & mask[0] & mask[-1]
     rows = (mask.mean(1) >= 0.6) & mask[:, 0] & mask[:, -1]

@@ -1,0 +1,477 @@
+"""Desktop app: draw or open a digit and see what the model makes of it.
+
+``digitrec gui`` opens a Tk window. What needs no screen lives in ``Drawing`` (strokes
+to an image, undo) and ``Session`` (the loaded model, switching it, errors as
+sentences), so it is tested without a display. ``App`` lays out the widgets and moves
+work between the UI thread and one worker thread, where every prediction and model
+load runs: Tk is not thread-safe, so results come back through a queue the UI polls.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import queue
+import threading
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from digitrec.errors import DigitrecError
+from digitrec.files import write_bytes
+from digitrec.predictor import Prediction, Predictor
+
+BRUSH = 1 / 14  # brush diameter / canvas side: MNIST's pen for a digit filling the pad
+MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
+LIVE_EVERY = 0.12  # seconds between predictions while a stroke is being drawn
+IMAGE_TYPES = [
+    ("Images", "*.png *.PNG *.jpg *.JPG *.jpeg *.JPEG *.bmp *.BMP *.gif *.GIF *.webp *.WEBP"),
+    ("All files", "*"),
+]
+INSTALL_TK = """\
+The desktop app needs tkinter (Python's interface to Tk), which this Python lacks.
+  Debian, Ubuntu: sudo apt install python3-tk
+  Fedora:         sudo dnf install python3-tkinter
+  Arch:           sudo pacman -S tk
+  macOS:          brew install python-tk   (the python.org installer includes it)
+  Windows:        run the python.org installer again and tick "tcl/tk and IDLE"
+Or use the web app, which needs none of it: digitrec serve"""
+
+Point = tuple[float, float]
+
+
+class Drawing:
+    """Strokes in canvas-independent coordinates (0 to 1), so the window can be resized
+    and the drawing rendered at any size exactly as the screen shows it."""
+
+    def __init__(self) -> None:
+        self.strokes: list[list[Point]] = []
+
+    @property
+    def empty(self) -> bool:
+        return not self.strokes
+
+    def begin(self, p: Point) -> None:
+        self.strokes.append([p])
+
+    def extend(self, p: Point) -> None:
+        if self.strokes:
+            self.strokes[-1].append(p)
+
+    def undo(self) -> bool:
+        """Remove the last stroke; False when there was none."""
+        return bool(self.strokes) and self.strokes.pop() is not None
+
+    def clear(self) -> None:
+        self.strokes.clear()
+
+    def copy(self) -> Drawing:
+        d = Drawing()
+        d.strokes = [list(s) for s in self.strokes]
+        return d
+
+    def render(self, side: int = MIN_SIDE) -> Image.Image:
+        """Dark round-brush strokes on white, as on screen."""
+        img = Image.new("L", (side, side), 255)
+        draw = ImageDraw.Draw(img)
+        width = max(1, round(side * BRUSH))
+        r = width / 2
+        for stroke in self.strokes:
+            pts = [(x * side, y * side) for x, y in stroke]
+            if len(pts) > 1:
+                draw.line(pts, fill=0, width=width, joint="curve")
+            for x, y in pts:  # round caps and joints
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=0)
+        return img
+
+
+def describe(pred: Prediction) -> tuple[str, str]:
+    """The big character and the line under it."""
+    if pred.blank:
+        return "–", "no digit: draw one, or open an image"
+    if pred.uncertain:
+        return pred.label, f"not sure: {pred.confidence:.0%}"
+    return pred.label, f"{pred.confidence:.1%} sure"
+
+
+def title_for(pred: Prediction | None) -> str:
+    """The window title carries the answer too (taskbars show it; tests read it)."""
+    if pred is None:
+        return "digitrec"
+    if pred.blank:
+        return "digitrec: no digit"
+    return f"digitrec: {pred.label}" + (" (not sure)" if pred.uncertain else "")
+
+
+class Session:
+    """The loaded model and what the window asks of it, without the window."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, model_path: str | None = None, runs_dir: str | None = None) -> Session:
+        return cls(Predictor.load(model_path, runs_dir=runs_dir))
+
+    def status(self) -> str:
+        p = self.predictor
+        acc = p.meta.get("test_accuracy") or (p.meta.get("metrics") or {}).get("val_acc")
+        what = "test" if p.meta.get("test_accuracy") else "validation"
+        recorded = f"{what} accuracy {acc:.2%}" if isinstance(acc, float) else "accuracy unknown"
+        return f"model {p.name} · {p.source} · {recorded}"
+
+    def load_model(self, path: str | Path) -> str:
+        """Switch to the checkpoint at ``path``. On any error the current model stays and
+        a DigitrecError says why."""
+        new = Predictor.load(path)
+        new.source = Path(path).name
+        with self._lock:
+            self.predictor = new
+        return self.status()
+
+    def predict(self, image: Any) -> Prediction:
+        with self._lock:
+            p = self.predictor
+        return p.predict_one(image)
+
+
+def png_data(img: Image.Image) -> str:
+    """Base64 PNG, the form ``tk.PhotoImage(data=...)`` reads."""
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Worker:
+    """One background thread. A newer job with the same key replaces a waiting one, so
+    live predictions never pile up behind a fast-drawing hand."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
+        self.done: queue.Queue[tuple[Callable[[Any], None], Any]] = queue.Queue()
+        self.running = False
+        self._cv = threading.Condition()
+        threading.Thread(target=self._loop, daemon=True, name="digitrec-gui-worker").start()
+
+    def submit(self, key: str, job: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        with self._cv:
+            self.jobs.pop(key, None)  # re-inserted last: jobs run in submission order
+            self.jobs[key] = (job, then)
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self.jobs))
+                key = next(iter(self.jobs))
+                job, then = self.jobs.pop(key)
+                self.running = True
+            try:
+                result: Any = job()
+            except DigitrecError as exc:
+                result = exc
+            except Exception as exc:  # shown in the window, never a traceback
+                result = DigitrecError(f"unexpected error: {exc}")
+            with self._cv:
+                self.done.put((then, result))
+                self.running = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting, running, or finished and not yet shown."""
+        with self._cv:
+            return not self.jobs and not self.running and self.done.empty()
+
+
+class App:
+    """The window: canvas on the left, the answer on the right, status at the bottom."""
+
+    def __init__(self, root: Any, session: Session) -> None:
+        import tkinter as tk
+
+        self.tk = tk
+        self.root = root
+        self.session = session
+        self.drawing = Drawing()
+        self.worker = Worker()
+        self.last_live = 0.0
+        self.version = 0  # of the drawing; answers to older versions are not shown
+        self.prediction: Prediction | None = None
+        self._images: dict[str, Any] = {}  # PhotoImages must stay referenced
+
+        dpi_scale = max(1.0, float(root.tk.call("tk", "scaling")) / (96 / 72))
+        self.min_side = round(MIN_SIDE * dpi_scale)
+        root.title("digitrec")
+        root.minsize(self.min_side + 300, self.min_side + 120)
+        root.columnconfigure(0, weight=1)
+        root.rowconfigure(0, weight=1)
+
+        pad = tk.Frame(root, name="pad")
+        pad.grid(row=0, column=0, sticky="nsew", padx=10, pady=10)
+        self.canvas = tk.Canvas(
+            pad, name="canvas", width=self.min_side, height=self.min_side, bg="white",
+            highlightthickness=1, highlightbackground="#9ca3af", cursor="pencil",
+        )  # fmt: skip
+        self.canvas.place(x=0, y=0)
+        pad.bind("<Configure>", self._fit_canvas)
+        pad.configure(width=self.min_side, height=self.min_side)
+
+        side = tk.Frame(root, name="side")
+        side.grid(row=0, column=1, sticky="n", padx=(0, 10), pady=10)
+        self.digit = tk.Label(side, name="digit", text="–", font=("TkDefaultFont", 64, "bold"))
+        self.digit.pack()
+        self.detail = tk.Label(side, name="detail", text="Draw a digit")
+        self.detail.pack()
+        self.bars = tk.Canvas(side, name="bars", width=230, height=10 * 20, highlightthickness=0)
+        self.bars.pack(pady=6)
+        row = tk.Frame(side)
+        row.pack(pady=(4, 0))
+        tk.Label(row, text="the model sees").pack()
+        self._images["seen"] = tk.PhotoImage(width=112, height=112)  # black until a prediction
+        self.seen = tk.Label(row, name="seen", image=self._images["seen"], bg="black", bd=0)
+        self.seen.pack()
+        self.thumb = tk.Label(side, name="thumb", compound="top")
+        self.thumb.pack(pady=(8, 0))
+
+        buttons = tk.Frame(root, name="buttons")
+        buttons.grid(row=1, column=0, columnspan=2, sticky="w", padx=10)
+        for text, command in (
+            ("Clear (Esc)", self.clear),
+            ("Undo (Ctrl+Z)", self.undo),
+            ("Open image… (Ctrl+O)", self.ask_open),
+            ("Save drawing… (Ctrl+S)", self.ask_save),
+            ("Load model…", self.ask_model),
+        ):
+            tk.Button(buttons, text=text, command=command).pack(side="left", padx=(0, 6))
+        self.message = tk.Label(root, name="message", fg="#991b1b", anchor="w", justify="left")
+        self.message.grid(row=2, column=0, columnspan=2, sticky="we", padx=10)
+        self.status = tk.Label(root, name="status", text=session.status(), anchor="w",
+                               relief="sunken", bd=1)  # fmt: skip
+        self.status.grid(row=3, column=0, columnspan=2, sticky="we")
+
+        self.canvas.bind("<ButtonPress-1>", self._press)
+        self.canvas.bind("<B1-Motion>", self._drag)
+        self.canvas.bind("<ButtonRelease-1>", self._release)
+        for mod in ("Control", "Command"):
+            root.bind(f"<{mod}-z>", lambda e: self.undo())
+            root.bind(f"<{mod}-o>", lambda e: self.ask_open())
+            root.bind(f"<{mod}-s>", lambda e: self.ask_save())
+        root.bind("<Escape>", lambda e: self.clear())
+        self._show_bars([0.0] * 10)
+        root.after(30, self._poll)
+
+    # ---------------------------------------------------------------- drawing
+
+    @property
+    def side(self) -> int:
+        return int(self.canvas.cget("width"))
+
+    def _fit_canvas(self, event: Any) -> None:
+        side = max(self.min_side, min(event.width, event.height))
+        if side != self.side:
+            self.canvas.configure(width=side, height=side)
+            self._redraw()
+
+    def _norm(self, event: Any) -> Point:
+        s = self.side
+        return min(max(event.x / s, 0.0), 1.0), min(max(event.y / s, 0.0), 1.0)
+
+    def _press(self, event: Any) -> None:
+        self.drawing.begin(self._norm(event))
+        self._paint_dot(self.drawing.strokes[-1][-1])
+
+    def _drag(self, event: Any) -> None:
+        if not self.drawing.strokes:
+            return
+        prev = self.drawing.strokes[-1][-1]
+        self.drawing.extend(self._norm(event))
+        self._paint_segment(prev, self.drawing.strokes[-1][-1])
+        if time.monotonic() - self.last_live >= LIVE_EVERY:
+            self.predict_drawing()
+
+    def _release(self, event: Any) -> None:
+        self.predict_drawing()
+
+    def _paint_dot(self, p: Point) -> None:
+        s, r = self.side, self.side * BRUSH / 2
+        self.canvas.create_oval(p[0] * s - r, p[1] * s - r, p[0] * s + r, p[1] * s + r,
+                                fill="black", outline="")  # fmt: skip
+
+    def _paint_segment(self, a: Point, b: Point) -> None:
+        s = self.side
+        self.canvas.create_line(a[0] * s, a[1] * s, b[0] * s, b[1] * s, width=s * BRUSH,
+                                capstyle="round", joinstyle="round", fill="black")  # fmt: skip
+
+    def _redraw(self) -> None:
+        self.canvas.delete("all")
+        for stroke in self.drawing.strokes:
+            self._paint_dot(stroke[0])
+            for a, b in pairwise(stroke):
+                self._paint_segment(a, b)
+
+    # ---------------------------------------------------------------- actions
+
+    def clear(self) -> None:
+        self.version += 1
+        self.drawing.clear()
+        self.canvas.delete("all")
+        self._idle()
+
+    def undo(self) -> None:
+        if self.drawing.undo():
+            self._redraw()
+            if self.drawing.empty:
+                self.version += 1
+                self._idle()
+            else:
+                self.predict_drawing()
+
+    def predict_drawing(self) -> None:
+        self.last_live = time.monotonic()
+        if self.drawing.empty:
+            return
+        drawing, side = self.drawing.copy(), self.side  # Tk is read here, not in the worker
+        self.worker.submit(
+            "drawing", lambda: self.session.predict(drawing.render(side)), self._show
+        )
+
+    def open_image(self, path: str | Path) -> None:
+        """Predict an image file and show it beside the answer (the Ctrl+O path)."""
+        path = Path(path)
+
+        def job() -> tuple[Prediction, Image.Image]:
+            pred = self.session.predict(path)
+            thumb = Image.open(path)
+            thumb.thumbnail((96, 96))
+            return pred, thumb.convert("RGBA")
+
+        def then(result: Any) -> None:
+            if isinstance(result, DigitrecError):
+                return self._error(result)
+            pred, thumb = result
+            photo = self.tk.PhotoImage(data=png_data(thumb))
+            self._images["thumb"] = photo
+            self.thumb.configure(image=photo, text=f"opened: {path.name}")
+            self._show(pred)
+
+        self.worker.submit("open", job, then)
+
+    def save_drawing(self, path: str | Path) -> None:
+        if self.drawing.empty:
+            return self._error(DigitrecError("Nothing to save: the canvas is blank."))
+        buf = io.BytesIO()
+        self.drawing.render(self.side).save(buf, "PNG")
+        try:
+            write_bytes(path, buf.getvalue())
+        except OSError as exc:
+            return self._error(DigitrecError(f"Could not save {path}: {exc.strerror or exc}"))
+        self.message.configure(text=f"saved {path}", fg="#166534")
+
+    def load_model(self, path: str | Path) -> None:
+        def then(result: Any) -> None:
+            if isinstance(result, DigitrecError):
+                return self._error(DigitrecError(f"{result} The previous model stays loaded."))
+            self.status.configure(text=result)
+            self.message.configure(text="")
+            self.predict_drawing()
+
+        self.worker.submit("model", lambda: self.session.load_model(path), then)
+
+    def ask_open(self) -> None:
+        from tkinter import filedialog
+
+        path = filedialog.askopenfilename(parent=self.root, filetypes=IMAGE_TYPES)
+        if path:
+            self.open_image(path)
+
+    def ask_save(self) -> None:
+        from tkinter import filedialog
+
+        path = filedialog.asksaveasfilename(
+            parent=self.root, defaultextension=".png", filetypes=[("PNG", "*.png")]
+        )
+        if path:
+            self.save_drawing(path)
+
+    def ask_model(self) -> None:
+        from tkinter import filedialog
+
+        path = filedialog.askopenfilename(
+            parent=self.root, filetypes=[("digitrec checkpoints", "*.safetensors")]
+        )
+        if path:
+            self.load_model(path)
+
+    # ---------------------------------------------------------------- showing
+
+    def _poll(self) -> None:
+        while True:
+            try:
+                then, result = self.worker.done.get_nowait()
+            except queue.Empty:
+                break
+            then(result)
+        self.root.after(30, self._poll)
+
+    def _show(self, pred: Any) -> None:
+        if isinstance(pred, DigitrecError):
+            return self._error(pred)
+        self.prediction = pred
+        big, line = describe(pred)
+        self.digit.configure(text=big, fg="#b45309" if pred.uncertain else "black")
+        self.detail.configure(text=line)
+        self.message.configure(text="")
+        self.root.title(title_for(pred))
+        self._show_bars(pred.probabilities, None if pred.blank else pred.digit)
+        seen = Image.fromarray((pred.image * 255).round().astype("uint8"))
+        photo = self.tk.PhotoImage(data=png_data(seen.resize((112, 112), Image.Resampling.NEAREST)))
+        self._images["seen"] = photo
+        self.seen.configure(image=photo)
+
+    def _idle(self) -> None:
+        self.prediction = None
+        self.digit.configure(text="–", fg="black")
+        self.detail.configure(text="Draw a digit")
+        self.root.title(title_for(None))
+        self._show_bars([0.0] * 10)
+
+    def _error(self, exc: DigitrecError) -> None:
+        self.message.configure(text=str(exc), fg="#991b1b")
+
+    def _show_bars(self, probs: list[float], top: int | None = None) -> None:
+        c = self.bars
+        c.delete("all")
+        for d, p in enumerate(probs):
+            y = d * 20
+            c.create_text(8, y + 10, text=str(d), anchor="center")
+            c.create_rectangle(20, y + 4, 170, y + 16, fill="#e5e7eb", outline="")
+            colour = "#2563eb" if d == top else "#9ca3af"
+            c.create_rectangle(20, y + 4, 20 + 150 * p, y + 16, fill=colour, outline="")
+            c.create_text(176, y + 10, text=f"{p:.1%}", anchor="w")
+
+
+def run(
+    model_path: str | None = None, runs_dir: str | None = None, image: str | None = None
+) -> None:
+    """`digitrec gui`: load the model (errors before any window opens), then the window."""
+    try:
+        import tkinter as tk
+    except ImportError:
+        raise DigitrecError(INSTALL_TK) from None
+    session = Session.start(model_path, runs_dir)
+    try:
+        root = tk.Tk(className="digitrec")
+    except tk.TclError as exc:
+        raise DigitrecError(
+            f"Cannot open a window ({exc}). Run it on a desktop, or set DISPLAY; "
+            "on a server use the web app: digitrec serve"
+        ) from None
+    app = App(root, session)
+    if image:
+        app.open_image(image)
+    root.mainloop()

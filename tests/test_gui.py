@@ -1,0 +1,312 @@
+"""The desktop app: its logic without a screen, then real windows under Xvfb, driven by
+Tk events in-process and by xdotool mouse drags against `digitrec gui` itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec.checkpoint import save_model
+from digitrec.errors import CheckpointError
+from digitrec.gui import BRUSH, Drawing, Session, describe, title_for
+from digitrec.models import build_model
+from digitrec.predictor import Predictor, shipped_model_path
+from strokes import ink_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+
+
+def traced(digit: np.ndarray) -> Drawing:
+    """An MNIST digit as strokes on a drawing, the way the tests' pointer traces it."""
+    d = Drawing()
+    for r, c0, c1 in ink_runs(digit):
+        d.begin((c0 / 28, r / 28))
+        d.extend((c1 / 28, r / 28))
+    return d
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    return Session(Predictor.load(shipped_model_path()))
+
+
+# ------------------------------------------------------------------ without a screen
+
+
+def test_drawing_renders_round_strokes_and_undoes():
+    d = Drawing()
+    assert d.empty and (np.asarray(d.render(100)) == 255).all()
+    d.begin((0.2, 0.5))
+    d.extend((0.8, 0.5))
+    a = np.asarray(d.render(280)) < 128
+    rows = np.flatnonzero(a[:, 140])
+    assert abs(len(rows) - 280 * BRUSH) <= 2 and abs(rows.mean() - 140) <= 1
+    cols = np.flatnonzero(a[140])
+    assert cols[0] < 0.2 * 280 - 5 and cols[-1] > 0.8 * 280 + 5  # round caps past the ends
+    snapshot = d.copy()
+    d.begin((0.5, 0.1))
+    assert len(d.strokes) == 2 and len(snapshot.strokes) == 1
+    assert d.undo() and len(d.strokes) == 1
+    d.clear()
+    assert d.empty and not d.undo()
+
+
+def test_a_traced_digit_is_recognized_at_any_canvas_size(session, mnist):
+    for i in range(5):
+        digit, label = mnist.test_images[i].numpy(), int(mnist.test_labels[i])
+        for side in (280, 560):
+            pred = session.predict(traced(digit).render(side))
+            assert pred.digit == label, (i, side)
+
+
+def test_what_the_window_says(session):
+    blank = session.predict(Drawing().render())
+    assert blank.blank and describe(blank)[1].startswith("no digit")
+    assert title_for(blank) == "digitrec: no digit" and title_for(None) == "digitrec"
+    d = Drawing()
+    d.begin((0.3, 0.3))
+    d.extend((0.32, 0.33))  # a dot: something, but no clear digit
+    pred = session.predict(d.render())
+    big, line = describe(pred)
+    if pred.uncertain:
+        assert line.startswith("not sure") and title_for(pred).endswith("(not sure)")
+    else:
+        assert line.endswith("sure") and big == pred.label
+
+
+def test_switching_models_and_keeping_the_old_one_on_errors(session, tmp_path):
+    s = Session(session.predictor)
+    assert s.status().startswith("model best") and "accuracy 99." in s.status()
+    other = tmp_path / "fast.safetensors"
+    save_model(other, build_model("fast"), {"model": "fast", "metrics": {"val_acc": 0.25}})
+    assert "model fast · fast.safetensors · validation accuracy 25.00%" in s.load_model(other)
+    kept = s.predictor
+    wrong = tmp_path / "wrong.safetensors"
+    save_model(wrong, build_model("fast"), {"model": "cnn"})
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint")
+    for path, words in (
+        (tmp_path / "missing.safetensors", "no checkpoint"),
+        (corrupt, "not a readable safetensors"),
+        (wrong, "does not match the architecture"),
+    ):
+        with pytest.raises(CheckpointError, match=words):
+            s.load_model(path)
+        assert s.predictor is kept
+
+
+def test_without_tkinter_the_command_says_how_to_install_it(tmp_path):
+    blocker = tmp_path / "tkinter.py"
+    blocker.write_text("raise ImportError('No module named _tkinter')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "digitrec", "gui", "--model-path", str(shipped_model_path())],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "sudo apt install python3-tk" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ real windows
+
+
+def ensure(*tools: str) -> None:
+    if not all(shutil.which(t) for t in tools):
+        subprocess.run(["bash", str(ROOT / "tools" / "install-system-deps.sh")], check=False)
+    if not all(shutil.which(t) for t in tools):
+        pytest.skip(f"needs {', '.join(tools)} (Debian: xvfb xdotool x11-utils; needs root)")
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A virtual X screen of our own, on the first free display number."""
+    ensure("Xvfb", "xdotool", "xwininfo")
+    n = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    proc = subprocess.Popen(
+        ["Xvfb", f":{n}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 20
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if time.time() > deadline or proc.poll() is not None:
+            pytest.fail("Xvfb did not start")
+        time.sleep(0.1)
+    yield f":{n}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def screenshot(display: str, name: str, box: tuple[int, int, int, int]) -> Path:
+    from PIL import ImageGrab
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    ImageGrab.grab(xdisplay=display).crop(box).save(path)
+    return path
+
+
+@pytest.fixture
+def app(display, session):
+    import tkinter as tk
+
+    from digitrec.gui import App
+
+    root = tk.Tk(screenName=display, className="digitrec")
+    root.geometry("820x620+0+0")
+    a = App(root, session)
+    root.update()
+    yield a
+    root.destroy()
+
+
+def wait_for(app, condition, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError("the window did not update in time")
+        app.root.update()
+        time.sleep(0.01)
+
+
+def draw_with_events(app, digit: np.ndarray) -> None:
+    """Press, drag and release on the canvas widget, as the mouse would."""
+    side = app.side
+    for r, c0, c1 in ink_runs(digit):
+        y = round(r / 28 * side)
+        app.canvas.event_generate("<ButtonPress-1>", x=round(c0 / 28 * side), y=y)
+        for t in (0.33, 0.66, 1.0):
+            x = round((c0 + t * (c1 - c0)) / 28 * side)
+            app.canvas.event_generate("<B1-Motion>", x=x, y=y, state=0x100)
+        app.canvas.event_generate("<ButtonRelease-1>", x=round(c1 / 28 * side), y=y)
+    app.root.update()
+
+
+def settled(app):
+    """The answer to the finished drawing (live predictions arrive on the way)."""
+    wait_for(app, lambda: app.worker.idle and app.prediction is not None)
+    return app.prediction
+
+
+def test_drawing_in_the_window_recognizes_real_digits(app, mnist, display):
+    rng = np.random.default_rng(1)
+    sample = rng.choice(len(mnist.test_images), 20, replace=False)
+    right = 0
+    for i in sample:
+        app.clear()
+        digit = mnist.test_images[int(i)].numpy()
+        draw_with_events(app, digit)
+        pred = settled(app)
+        right += pred.digit == int(mnist.test_labels[int(i)])
+        assert app.digit.cget("text") == pred.label
+    assert right >= 17, f"{right}/20 drawn digits recognized"
+    assert app.root.title().startswith("digitrec: ")
+    screenshot(display, "gui-drawn.png", (0, 0, 820, 620))
+
+
+def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path):
+    digit = mnist.test_images[0].numpy()
+    draw_with_events(app, digit)
+    settled(app)
+    strokes = len(app.drawing.strokes)
+    app.root.event_generate("<Control-z>")
+    app.root.update()
+    assert len(app.drawing.strokes) == strokes - 1
+    app.save_drawing(tmp_path / "drawing.png")
+    saved = Image.open(tmp_path / "drawing.png")
+    assert saved.size == (app.side, app.side) and np.asarray(saved).min() == 0
+    app.root.event_generate("<Escape>")
+    app.root.update()
+    assert app.drawing.empty and app.prediction is None and app.root.title() == "digitrec"
+    assert not app.canvas.find_all()
+    app.save_drawing(tmp_path / "blank.png")
+    assert "canvas is blank" in app.message.cget("text")
+    assert not (tmp_path / "blank.png").exists()
+
+    photo = tmp_path / "three.png"
+    Image.fromarray(255 - mnist.test_images[18].numpy()).resize((200, 200)).save(photo)
+    app.open_image(photo)
+    wait_for(app, lambda: app.prediction is not None)
+    assert app.prediction.digit == int(mnist.test_labels[18]) == 3
+    assert "three.png" in app.thumb.cget("text")
+
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    app.open_image(tmp_path / "junk.png")
+    wait_for(app, lambda: "not a readable image" in app.message.cget("text"))
+
+    status = app.status.cget("text")
+    app.load_model(tmp_path / "missing.safetensors")
+    wait_for(app, lambda: "previous model stays loaded" in app.message.cget("text"))
+    assert app.status.cget("text") == status
+
+
+def test_digitrec_gui_in_a_real_window_with_xdotool(display, mnist, tmp_path):
+    """`digitrec gui IMAGE` as a user starts it; the mouse is moved by xdotool."""
+    env = {**os.environ, "DISPLAY": display}
+
+    def x(*args: str) -> str:
+        return subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+
+    photo = tmp_path / "seven.png"
+    Image.fromarray(mnist.test_images[0].numpy()).resize((150, 150)).save(photo)  # a 7
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitrec", "gui", str(photo),
+         "--model-path", str(shipped_model_path())],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        win = x("xdotool", "search", "--sync", "--name", "^digitrec").split()[0]
+
+        def title(want: str, timeout: float = 30, steady: float = 0.0) -> str:
+            """The window title once it matches ``want`` and has not changed for ``steady``
+            seconds (live predictions come and go while a digit is drawn)."""
+            deadline, last, since = time.time() + timeout, None, time.time()
+            while time.time() < deadline:
+                name = x("xdotool", "getwindowname", win).strip()
+                if name != last:
+                    last, since = name, time.time()
+                if re.fullmatch(want, name) and time.time() - since >= steady:
+                    return name
+                time.sleep(0.05)
+            raise AssertionError(f"window title {last!r}, wanted {want!r}")
+
+        title(r"digitrec: 7")  # the image given on the command line, opened at start
+        # The canvas is the window's largest square child window.
+        tree = x("xwininfo", "-tree", "-id", win)
+        geoms = re.findall(r"(\d+)x(\d+)[+-]-?\d+[+-]-?\d+\s+\+(-?\d+)\+(-?\d+)", tree)
+        side, cx, cy = max((int(w), int(ax), int(ay)) for w, h, ax, ay in geoms if w == h)
+        assert side >= 280
+        rng = np.random.default_rng(2)
+        right = 0
+        for i in rng.choice(len(mnist.test_images), 6, replace=False):
+            digit = mnist.test_images[int(i)].numpy()
+            x("xdotool", "key", "--window", win, "Escape")
+            title("digitrec")
+            cmd = ["xdotool"]
+            for r, c0, c1 in ink_runs(digit):
+                y = str(round(cy + r / 28 * side))
+                cmd += ["mousemove", str(round(cx + c0 / 28 * side)), y, "mousedown", "1"]
+                for t in (0.33, 0.66, 1.0):
+                    cmd += ["mousemove", str(round(cx + (c0 + t * (c1 - c0)) / 28 * side)), y]
+                cmd += ["mouseup", "1"]
+            x(*cmd)
+            shown = title(r"digitrec: .*", steady=0.6)
+            right += shown == f"digitrec: {int(mnist.test_labels[int(i)])}"
+        assert right >= 5, f"{right}/6 digits drawn with xdotool recognized"
+        geo = x("xdotool", "getwindowgeometry", win)
+        w, h = map(int, re.search(r"Geometry: (\d+)x(\d+)", geo).groups())
+        shot = screenshot(display, "gui-window.png", (0, 0, w, h))
+        assert np.asarray(Image.open(shot)).std() > 10  # a window, not an empty screen
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "Traceback" not in out, out
