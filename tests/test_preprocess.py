@@ -175,3 +175,20 @@ def test_a_line_across_the_digit_is_erased_and_both_halves_kept():
     width = np.ptp(np.flatnonzero(out.image.max(0) > 0.1))
     assert abs(width - np.ptp(np.flatnonzero(clean.image.max(0) > 0.1))) <= 1
     assert np.corrcoef(out.image.ravel(), clean.image.ravel())[0, 1] > 0.5  # a gap, no more
+
+
+def test_a_small_digit_in_a_large_photo_is_looked_at_again_at_full_resolution(mnist):
+    """A 140 px digit on a 2000x1500 page is 7 px at the working size; the second look at
+    the source around it gives back its detail."""
+    digit = mnist.test_images[0].numpy()
+    page = np.full((1500, 2000), 230, np.uint8)
+    strokes = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC))
+    page[1150:1290, 1190:1330] -= (strokes.astype(np.float32) * 0.8).astype(np.uint8)
+    out = preprocess(page)
+    first_look = preprocess(page, refine=False)
+    assert any(s.startswith("refined") for s in out.steps), out.steps
+    x0, y0, x1, y1 = out.box
+    assert 1180 <= x0 < x1 <= 1340 and 1140 <= y0 < y1 <= 1300
+    match = np.corrcoef(out.image.ravel(), digit.ravel())[0, 1]
+    before = np.corrcoef(first_look.image.ravel(), digit.ravel())[0, 1]
+    assert match > 0.8 and match > before + 0.1, (match, before)
