@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 LINT := src tests tools $(wildcard benchmarks)
 
-.PHONY: run train test lint default-model clean
+.PHONY: run gui train test lint default-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 ## run: start the web app (the shipped model, or your best run) at http://127.0.0.1:8000/
 run: $(STAMP)
 	$(BIN)/digitrec serve
+
+## gui: the desktop app (Tk) on the same model
+gui: $(STAMP)
+	$(BIN)/digitrec gui
 
 RUN_DIR := runs/$(shell date +%Y%m%d-%H%M%S)-fast
 
