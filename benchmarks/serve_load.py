@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from digitrec.data import load_dataset
+from digitrec.predictor import shipped_model_path
 
 CONSTANT_APP = textwrap.dedent(
     """
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=600, help="per concurrency level")
     ap.add_argument("--seconds", type=int, default=10, help="per concurrency level")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--model-path", default=str(shipped_model_path()))
     ap.add_argument("--client", choices=["wrk", "python"],
                     default="wrk" if shutil.which("wrk") else "python")  # fmt: skip
     args = ap.parse_args()
@@ -160,7 +162,8 @@ def main() -> None:
             Path(files[-1]).write_bytes(body)
         Path(tmp, "constant_app.py").write_text(CONSTANT_APP)
         p1, p2 = free_port(), free_port()
-        serve = ["serve", "--port", str(p1), "--workers", str(args.workers)]
+        serve = ["serve", "--port", str(p1), "--workers", str(args.workers),
+                 "--model-path", args.model_path]  # fmt: skip
         ours = start([sys.executable, "-m", "digitrec", *serve], f"http://127.0.0.1:{p1}/healthz")
         ref = start([sys.executable, "-m", "uvicorn", "constant_app:app", "--port", str(p2),
                      "--workers", str(args.workers), "--log-level", "warning"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -67,7 +68,10 @@ def inference_module(model: nn.Module) -> nn.Module:
     if next(model.parameters()).device.type != "cpu":
         return model
     try:
-        with torch.no_grad():
+        # TorchScript is deprecated in favour of torch.compile, which needs a C++ compiler
+        # at run time and seconds to start; torch is pinned, so this stays as it works.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model)))
     except Exception:  # any compile failure: eager mode is always correct
         return model
