@@ -3,6 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 from digitrec.errors import CheckpointError, ImageError
 from digitrec.predictor import Predictor, resolve_model_path, shipped_model_path
@@ -86,3 +87,22 @@ def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
     path = tmp_path / f"seven.{fmt.lower()}"
     Image.fromarray(255 - digit).resize((140, 140)).save(path, fmt)
     assert predictor.predict_one(path).digit == int(mnist.test_labels[0])
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn4", "fast", "best"])
+def test_the_frozen_inference_model_gives_the_eager_models_answers(name):
+    from digitrec.models import build_model
+    from digitrec.predictor import inference_module
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    with torch.no_grad():  # batch norm with non-trivial statistics, so folding is tested
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    frozen = inference_module(model)
+    assert frozen is not model  # compiled, not the eager fallback
+    x = torch.rand(16, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(frozen(x), model(x), atol=1e-4)
