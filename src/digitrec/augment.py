@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Augment:
-    rotate: float = 15.0  # degrees, uniform in [-rotate, rotate]
+    rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
     translate: float = 0.1  # fraction of the image size
     scale: tuple[float, float] = (0.9, 1.1)
     shear: float = 8.0  # degrees
@@ -28,8 +28,11 @@ class Augment:
     noise: float = 0.2  # fraction of images with Gaussian noise (std up to 0.08)
     specks: float = 0.1  # fraction of images with salt-and-pepper specks (up to 3% of pixels)
     erase: float = 0.2  # fraction of images with a random bar erased (occlusion, a gap in a stroke)
-    elastic: float = 0.5  # fraction of images warped by a smooth random field (up to ~2 px)
-    strays: float = 0.1  # fraction of images with a stray pen line across them
+    # Off by default: with them (and rotate=15) a 10-epoch `best` run lost 0.14 points of
+    # validation accuracy (99.44% against 99.58%), gaining on zigzag and spatter renders
+    # but losing on canny edges and clean digits. There for longer recipes to try.
+    elastic: float = 0.0  # fraction of images warped by a smooth random field (up to ~2 px)
+    strays: float = 0.0  # fraction of images with a stray pen line across them
 
     def to_dict(self) -> dict:
         return asdict(self)
