@@ -4,7 +4,8 @@ Runs `digitrec train` with the recipe below (or takes a finished run given with
 --run, made by `digitrec train`), evaluates the chosen checkpoint on the test set
 once, and copies it to src/digitrec/assets/default.safetensors with its command
 line, validation metrics and test accuracy in the metadata; the run's full config
-and the report summary go beside it in default.json. Model selection happened on
+and the report summary go beside it in default.json, and its parity-checked ONNX
+export in default.onnx. Model selection happened on
 the validation split inside `train`.
 
     python tools/ship_default_model.py [--run RUN_DIR]
@@ -58,6 +59,8 @@ def main() -> None:
         command = "digitrec train " + shlex.join(train_args)
         extra = {"command": command, "test_accuracy": report["accuracy"], "shipped": True}
         copy_with_meta(run / "best.safetensors", ASSETS / "default.safetensors", extra)
+        # The ONNX export beside it is what the Predictor runs by default (--backend auto).
+        digitrec("export", str(ASSETS / "default.safetensors"))
         write_json(
             ASSETS / "default.json",
             {

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="cpu")
+    _backend_arg(p)
     _data_args(p, dataset=False)
     # serve
     p = sub.add_parser("serve", help="the web app: draw or upload digits in the browser")
@@ -140,12 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--workers", type=int, default=1, help="server processes")
+    _backend_arg(p)
     # gui
     p = sub.add_parser("gui", help="the desktop app: draw or open digits in a window")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="an image to open at start")
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--runs-dir")
+    _backend_arg(p)
+    # export
+    p = sub.add_parser("export", help="export a model to ONNX, check parity, quantize to int8")
+    p.add_argument("model", metavar="RUN|CHECKPOINT")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--quantize", choices=["int8"], help="also write a static int8 model")
+    p.add_argument("-o", "--out", help="the .onnx file (default: beside the checkpoint)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the parity check on the MNIST test set")  # fmt: skip
+    _data_args(p, dataset=False)
     return parser
+
+
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend", choices=["auto", "torch", "onnx"], default="auto",
+        help="inference on PyTorch or ONNX Runtime; auto: ONNX Runtime when the model has "
+        "an up-to-date export beside it (digitrec export)",
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ commands
@@ -316,11 +336,13 @@ def cmd_predict(args) -> int:
 
     if not args.images and not args.random:
         raise DigitrecError("give image files to predict, or --random N for test images")
-    predictor = Predictor.load(args.model_path, args.runs_dir, device=args.device)
+    predictor = Predictor.load(
+        args.model_path, args.runs_dir, device=args.device, backend=args.backend
+    )
     if not args.json:
         acc = predictor.meta.get("test_accuracy")
         print(
-            f"model: {predictor.name} ({predictor.source}: {predictor.path})"
+            f"model: {predictor.name} ({predictor.source}: {predictor.path}, {predictor.backend})"
             + (f", test accuracy {acc:.2%}" if acc else "")
         )
     if args.random:
@@ -406,20 +428,36 @@ def _predict_random(predictor, args) -> int:
 def cmd_serve(args) -> int:
     from digitrec.web.app import serve
 
-    serve(args.host, args.port, args.model_path, args.workers)
+    serve(args.host, args.port, args.model_path, args.workers, args.backend)
     return 0
 
 
 def cmd_gui(args) -> int:
     from digitrec.gui import run
 
-    run(args.model_path, args.runs_dir, args.image)
+    run(args.model_path, args.runs_dir, args.image, args.backend)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from digitrec.export import export
+
+    scored = export(args.model, args.out, args.quantize, not args.no_check, args.data_dir)
+    print(f"{'model':<14} {'file':<44} {'size':>9} {'test acc':>9} {'same digit':>10} "
+          f"{'max |dp|':>9}")  # fmt: skip
+    for s in scored:
+        same = "" if s.agreement is None else f"{s.agreement:.2%}"
+        diff = "" if s.max_diff is None else f"{s.max_diff:.1e}"
+        acc = "" if s.accuracy != s.accuracy else f"{s.accuracy:.2%}"  # NaN: not checked
+        print(f"{s.name:<14} {s.path!s:<44} {s.size / 1e6:>7.2f}MB {acc:>9} {same:>10} "
+              f"{diff:>9}")  # fmt: skip
     return 0
 
 
 COMMANDS = {
     "serve": cmd_serve,
     "gui": cmd_gui,
+    "export": cmd_export,
     "data": cmd_data,
     "models": cmd_models,
     "train": cmd_train,

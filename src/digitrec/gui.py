@@ -115,15 +115,17 @@ class Session:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, model_path: str | None = None, runs_dir: str | None = None) -> Session:
-        return cls(Predictor.load(model_path, runs_dir=runs_dir))
+    def start(
+        cls, model_path: str | None = None, runs_dir: str | None = None, backend: str = "auto"
+    ) -> Session:
+        return cls(Predictor.load(model_path, runs_dir=runs_dir, backend=backend))
 
     def status(self) -> str:
         p = self.predictor
         acc = p.meta.get("test_accuracy") or (p.meta.get("metrics") or {}).get("val_acc")
         what = "test" if p.meta.get("test_accuracy") else "validation"
         recorded = f"{what} accuracy {acc:.2%}" if isinstance(acc, float) else "accuracy unknown"
-        return f"model {p.name} · {p.source} · {recorded}"
+        return f"model {p.name} · {p.source} · {recorded} · {p.backend}"
 
     def load_model(self, path: str | Path) -> str:
         """Switch to the checkpoint at ``path``. On any error the current model stays and
@@ -456,14 +458,17 @@ class App:
 
 
 def run(
-    model_path: str | None = None, runs_dir: str | None = None, image: str | None = None
+    model_path: str | None = None,
+    runs_dir: str | None = None,
+    image: str | None = None,
+    backend: str = "auto",
 ) -> None:
     """`digitrec gui`: load the model (errors before any window opens), then the window."""
     try:
         import tkinter as tk
     except ImportError:
         raise DigitrecError(INSTALL_TK) from None
-    session = Session.start(model_path, runs_dir)
+    session = Session.start(model_path, runs_dir, backend)
     try:
         root = tk.Tk(className="digitrec")
     except tk.TclError as exc:

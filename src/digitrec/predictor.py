@@ -23,12 +23,14 @@ from torch import nn
 
 from digitrec.augment import tta_matrices, tta_views
 from digitrec.checkpoint import load_model
-from digitrec.errors import CheckpointError
+from digitrec.errors import CheckpointError, DigitrecError
+from digitrec.export import OnnxModel, onnx_path_for, sha256
 from digitrec.models import resolve_device
 from digitrec.preprocess import ImageLike, Preprocessed, preprocess
 from digitrec.runs import best_checkpoint, resolve_run, runs_root
 
 MODEL_ENV = "DIGITREC_MODEL"
+BACKENDS = ("auto", "torch", "onnx")
 UNCERTAIN_BELOW = 0.6
 
 
@@ -77,6 +79,29 @@ def inference_module(model: nn.Module) -> nn.Module:
         return model
 
 
+def export_of(checkpoint: Path, required: bool) -> OnnxModel | None:
+    """The ONNX Runtime model exported from exactly this checkpoint (beside it, with its
+    SHA-256 in the metadata). None if there is none and it is not ``required``."""
+    onnx = onnx_path_for(checkpoint)
+    try:
+        if not onnx.is_file():
+            raise CheckpointError(
+                f"No ONNX export of {checkpoint} (looked for {onnx}): "
+                f"run `digitrec export {checkpoint}`"
+            )
+        runtime = OnnxModel(onnx)
+        if runtime.meta.get("checkpoint_sha256") != sha256(checkpoint):
+            raise CheckpointError(
+                f"{onnx} was exported from another version of {checkpoint.name}: "
+                f"export it again (`digitrec export {checkpoint}`)"
+            )
+        return runtime
+    except DigitrecError:
+        if required:
+            raise
+        return None
+
+
 @dataclass
 class Prediction:
     digit: int | None  # None when no digit was found
@@ -109,20 +134,24 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | OnnxModel,
         meta: dict[str, Any],
         source: str = "",
         path: Path | None = None,
         uncertain_below: float = UNCERTAIN_BELOW,
     ) -> None:
-        self.model = model.eval()
-        self._run = inference_module(self.model)
+        if isinstance(model, OnnxModel):
+            self.model, self.backend, self.device = None, "onnx", torch.device("cpu")
+            self._run: Any = model
+        else:
+            self.model, self.backend = model.eval(), "torch"
+            self.device = next(model.parameters()).device
+            self._run = inference_module(self.model)
         self.meta = meta
         self.source = source
         self.path = path
         self.classes: list[str] = list(meta.get("classes", [str(d) for d in range(10)]))
         self.uncertain_below = uncertain_below
-        self.device = next(model.parameters()).device
         self._lock = threading.Lock()
         self._tta = tta_matrices()
 
@@ -132,11 +161,28 @@ class Predictor:
         model_path: str | os.PathLike[str] | None = None,
         runs_dir: str | None = None,
         device: str = "cpu",
+        backend: str = "auto",
         **kwargs: Any,
     ) -> Predictor:
+        """Resolve and load a model once. ``backend``: ``torch``, ``onnx`` (ONNX Runtime,
+        from an exported ``.onnx`` file, given or found beside the checkpoint) or ``auto``
+        (ONNX Runtime when such an export of exactly this checkpoint exists and the
+        device is the CPU, else PyTorch)."""
+        if backend not in BACKENDS:
+            raise CheckpointError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
         path, source = resolve_model_path(model_path, runs_dir)
-        model, meta = load_model(path, resolve_device(device))
-        return cls(model, meta, source=source, path=path, **kwargs)
+        if path.suffix == ".onnx":
+            if backend == "torch":
+                raise CheckpointError(f"{path} is an ONNX model: use --backend onnx or auto")
+            runtime: OnnxModel | None = OnnxModel(path)
+        elif backend == "onnx" or (backend == "auto" and device == "cpu"):
+            runtime = export_of(path, required=backend == "onnx")
+        else:
+            runtime = None
+        if runtime is None:
+            model, meta = load_model(path, resolve_device(device))
+            return cls(model, meta, source=source, path=path, **kwargs)
+        return cls(runtime, runtime.meta, source=source, path=runtime.path, **kwargs)
 
     @property
     def name(self) -> str:

@@ -35,6 +35,7 @@ from digitrec.preprocess import MAX_PIXELS, Preprocessed
 
 STATIC = resources.files("digitrec.web") / "static"
 SOURCE_ENV = "DIGITREC_MODEL_SOURCE"
+BACKEND_ENV = "DIGITREC_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,9 @@ def create_app(
         # requests (the thread pool) and from --workers.
         torch.set_num_threads(1)
         if state["predictor"] is None:
-            state["predictor"] = Predictor.load(model_path)
+            state["predictor"] = Predictor.load(
+                model_path, backend=os.environ.get(BACKEND_ENV, "auto")
+            )
             # `digitrec serve` resolved the model before starting workers; say from where.
             state["predictor"].source = os.environ.get(SOURCE_ENV, state["predictor"].source)
         yield
@@ -293,6 +296,7 @@ def create_app(
             "command": meta.get("command"),
             "trained": meta.get("created"),
             "source": p.source,
+            "backend": p.backend,
         }
 
     @app.get("/healthz", summary="Liveness")
@@ -318,7 +322,9 @@ def model_version(p: Predictor) -> str:
     return f"{meta.get('run') or 'unknown'}@{meta.get('epoch', '?')}"
 
 
-def serve(host: str, port: int, model_path: str | None, workers: int) -> None:
+def serve(
+    host: str, port: int, model_path: str | None, workers: int, backend: str = "auto"
+) -> None:
     """`digitrec serve`: resolve the model here (so a bad path fails before the server
     starts), then run uvicorn; several workers each load it once."""
     import uvicorn
@@ -326,10 +332,11 @@ def serve(host: str, port: int, model_path: str | None, workers: int) -> None:
     from digitrec.predictor import resolve_model_path
 
     path, source = resolve_model_path(model_path)
-    Predictor.load(path)  # fail now, with a clear message, rather than in every worker
+    p = Predictor.load(path, backend=backend)  # fail now, clearly, not in every worker
     os.environ["DIGITREC_MODEL"] = str(path)
     os.environ[SOURCE_ENV] = source
-    print(f"digitrec: open http://{host}:{port}/ (model {path})", flush=True)
+    os.environ[BACKEND_ENV] = backend
+    print(f"digitrec: open http://{host}:{port}/ (model {path}, {p.backend})", flush=True)
     uvicorn.run(
         "digitrec.web.app:create_app",
         factory=True,
