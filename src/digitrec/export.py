@@ -14,6 +14,7 @@ import hashlib
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,16 @@ def _to_onnx(model: torch.nn.Module, record: dict[str, Any], dest: Path) -> None
     import onnx
 
     dummy = torch.zeros(1, 1, 28, 28)
-    torch.onnx.export(
-        model, (dummy,), str(dest), input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-        dynamo=False,
-    )  # fmt: skip
+    # The TorchScript-based exporter: our models are plain nn.Sequential stacks, which it
+    # exports exactly (the parity check proves it each time), without the onnxscript
+    # dependency the newer torch.export-based one brings. torch is pinned.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (dummy,), str(dest), input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
+            dynamo=False,
+        )  # fmt: skip
     _set_meta(dest, record, onnx)
 
 

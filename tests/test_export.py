@@ -1,0 +1,111 @@
+"""ONNX export, its checks, and the ONNX Runtime backend of the Predictor."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+from digitrec.checkpoint import save_model
+from digitrec.errors import CheckpointError, DigitrecError
+from digitrec.export import OnnxModel, export, onnx_path_for
+from digitrec.models import build_model
+from digitrec.predictor import Predictor, shipped_model_path
+
+META = {"model": "fast", "classes": [str(i) for i in range(10)], "metrics": {"val_acc": 0.5}}
+
+
+def checkpoint(tmp_path, name: str) -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    with torch.no_grad():  # non-trivial batch norm statistics, as after training
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / f"{name}.safetensors"
+    save_model(path, model, {**META, "model": name})
+    return model, path
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn4", "fast", "best"])
+def test_every_model_round_trips_through_onnx(tmp_path, name):
+    model, path = checkpoint(tmp_path, name)
+    [scored] = export(path, check=False)
+    out = onnx_path_for(path)
+    assert scored.path == out and out.is_file()
+    runtime = OnnxModel(out)
+    assert runtime.meta["model"] == name and runtime.meta["classes"] == META["classes"]
+    assert runtime.meta["precision"] == "float32" and len(runtime.meta["checkpoint_sha256"]) == 64
+    for batch in (1, 37):  # the batch axis is dynamic
+        x = torch.rand(batch, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.allclose(runtime(x), model(x), atol=1e-4)
+
+
+def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys):
+    """The real thing on the trained run: the parity check on all 10,000 test images,
+    and a static int8 model within 0.1 points of the float accuracy."""
+    out = tmp_path / "fast.onnx"
+    torch_row, f32, int8 = export(trained_run.run_dir, out, quantize="int8")
+    assert torch_row.name == "pytorch" and 0.97 < torch_row.accuracy < 1
+    assert f32.agreement >= 0.9999 and f32.max_diff <= 1e-4
+    assert f32.accuracy == pytest.approx(torch_row.accuracy, abs=1e-4)
+    assert int8.path == tmp_path / "fast.int8.onnx" and int8.path.is_file()
+    assert torch_row.accuracy - int8.accuracy <= 0.001
+    assert int8.size < 0.5 * f32.size
+    assert OnnxModel(int8.path).meta["precision"] == "int8"
+    p = Predictor.load(int8.path)
+    assert p.backend == "onnx" and p.name == "fast"
+
+
+def test_backend_selection(tmp_path, mnist):
+    _, path = checkpoint(tmp_path, "fast")
+    assert Predictor.load(path).backend == "torch"  # auto, nothing exported yet
+    with pytest.raises(CheckpointError, match="digitrec export"):
+        Predictor.load(path, backend="onnx")
+    export(path, check=False)
+    auto, eager = Predictor.load(path), Predictor.load(path, backend="torch")
+    assert auto.backend == "onnx" and eager.backend == "torch"
+    pngs = []
+    for i in range(8):
+        buf = io.BytesIO()
+        Image.fromarray(255 - mnist.test_images[i].numpy()).resize((200, 200)).save(buf, "PNG")
+        pngs.append(buf.getvalue())
+    for a, b in zip(auto.predict(pngs), eager.predict(pngs), strict=True):
+        assert a.digit == b.digit and np.allclose(a.probabilities, b.probabilities, atol=1e-4)
+    assert Predictor.load(onnx_path_for(path)).backend == "onnx"
+    with pytest.raises(CheckpointError, match="is an ONNX model"):
+        Predictor.load(onnx_path_for(path), backend="torch")
+    # The checkpoint changes after the export: auto falls back, onnx says why.
+    save_model(path, build_model("fast"), META)
+    assert Predictor.load(path).backend == "torch"
+    with pytest.raises(CheckpointError, match="another version"):
+        Predictor.load(path, backend="onnx")
+
+
+def test_the_shipped_model_runs_on_onnx_runtime_by_default():
+    p = Predictor.load(shipped_model_path())
+    assert p.backend == "onnx" and p.meta["test_accuracy"] > 0.99
+
+
+def test_bad_input_gets_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        export(tmp_path / "missing.safetensors", check=False)
+    _, path = checkpoint(tmp_path, "fast")
+    with pytest.raises(DigitrecError, match=r"ending in \.onnx"):
+        export(path, tmp_path / "model.bin", check=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(DigitrecError, match="Cannot write"):
+        export(path, blocker / "model.onnx", check=False)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        OnnxModel(corrupt)
+    r = run_cli("export", str(tmp_path / "nothing-here"))
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
