@@ -150,10 +150,19 @@ def border_pixels(a: np.ndarray) -> np.ndarray:
     return np.concatenate([p.reshape(-1, *a.shape[2:]) for p in parts])
 
 
+def quantiles(a: np.ndarray, qs: list[float]) -> list[float]:
+    """Nearest-rank quantiles by one partial sort: np.percentile's answer to within a
+    rank, at a tenth of its overhead on the few thousand values used here."""
+    flat = a.ravel()
+    ks = [min(flat.size - 1, max(0, round(q * (flat.size - 1)))) for q in qs]
+    part = np.partition(flat, ks)
+    return [float(part[k]) for k in ks]
+
+
 def border_level(gray: np.ndarray) -> float:
     """The median brightness of the border: the background, for a digit that does not
     cover most of every edge."""
-    return float(np.median(border_pixels(gray)))
+    return quantiles(border_pixels(gray), [0.5])[0]
 
 
 def clear_mass(deviation: np.ndarray) -> float:
@@ -208,7 +217,7 @@ def fit(a: np.ndarray, side: int, enlarge: bool = True) -> np.ndarray:
 
 def uneven(gray: np.ndarray) -> bool:
     """Whether the border varies enough (lighting, shadow, paper) to need a background map."""
-    lo, hi = np.percentile(border_pixels(gray), [10, 90])
+    lo, hi = quantiles(border_pixels(gray), [0.1, 0.9])
     return bool(hi - lo > 0.08)
 
 
@@ -506,7 +515,7 @@ def preprocess(
         # Noise, paper texture, JPEG ringing: whatever the background away from the ink
         # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
         away = ~grow(ink > t, 3) & (ink < t)
-        noise = float(np.percentile(ink[away], 99.5)) if away.any() else 0.0
+        noise = quantiles(ink[away], [0.995])[0] if away.any() else 0.0
         ink[ink <= min(noise, 0.4 * t)] = 0.0
         ink, bridges = remove_lines(ink, ink > t)
         if bridges is not None:

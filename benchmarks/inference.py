@@ -1,0 +1,114 @@
+"""Inference speed: PyTorch eager against the Predictor's backends, model alone and end to end.
+
+In one run, for the shipped model (`best`) and the `fast` architecture: single-image
+latency (p50, p99) and batch-256 throughput of PyTorch eager, PyTorch frozen for
+inference (the Predictor's torch backend), ONNX Runtime float32 and int8 (static, QDQ);
+then end to end, PNG bytes of a 280 px canvas in, prediction out, through the Predictor
+on each backend. Threads: 1 by default, as the server runs. The last lines compare
+against the targets of issue 7 (model alone under 0.1 ms per image, end to end under
+1 ms p50, ONNX Runtime at least 3x faster than eager for a single image).
+
+    python benchmarks/inference.py [--threads 1] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from digitrec.checkpoint import load_model, save_model
+from digitrec.data import load_dataset
+from digitrec.export import OnnxModel, export
+from digitrec.models import build_model
+from digitrec.predictor import Predictor, inference_module, shipped_model_path
+
+
+def timed(fn, seconds: float) -> np.ndarray:
+    """Per-call times in ms over about ``seconds`` (after warm-up)."""
+    for _ in range(5):
+        fn()
+    out, stop = [], time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return np.array(out) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ds = load_dataset("mnist")
+    x1 = ds.test_images[:1].float().div(255)[:, None]
+    x256 = ds.test_images[:256].float().div(255)[:, None]
+    pngs = []
+    for i in range(64):
+        buf = io.BytesIO()
+        Image.fromarray(255 - ds.test_images[i].numpy()).resize((280, 280)).save(buf, "PNG")
+        pngs.append(buf.getvalue())
+
+    print(f"{args.threads} thread(s); times in ms")
+    print(f"{'model':<6} {'runtime':<16} {'1 image p50':>11} {'p99':>7} {'batch 256 /img':>14} "
+          f"{'img/s':>8}")  # fmt: skip
+    summary = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shipped = Path(tmp) / "best.safetensors"
+        shipped.write_bytes(shipped_model_path().read_bytes())
+        fast = Path(tmp) / "fast.safetensors"
+        save_model(fast, build_model("fast").eval(), {"model": "fast"})  # speed only
+        for ckpt in (shipped, fast):
+            export(ckpt, quantize="int8", check=ckpt is shipped, log=lambda s: None)
+            model, meta = load_model(ckpt)
+            runtimes = {
+                "torch eager": model,
+                "torch frozen": inference_module(model),
+                "onnx float32": OnnxModel(ckpt.with_suffix(".onnx"), args.threads),
+                "onnx int8": OnnxModel(ckpt.with_suffix(".int8.onnx"), args.threads),
+            }
+            for name, run in runtimes.items():
+                with torch.inference_mode():
+                    one = timed(lambda run=run: run(x1), args.seconds)
+                    batch = timed(lambda run=run: run(x256), args.seconds) / 256
+                p50, p99, per = np.percentile(one, 50), np.percentile(one, 99), np.median(batch)
+                summary[(meta["model"], name)] = (p50, per)
+                print(f"{meta['model']:<6} {name:<16} {p50:>11.3f} {p99:>7.3f} {per:>14.4f} "
+                      f"{1000 / per:>8.0f}")  # fmt: skip
+
+        print(f"\nend to end: a {np.mean([len(p) for p in pngs]) / 1000:.1f} kB canvas PNG in, "
+              "prediction out (Predictor.predict_one, the shipped model)")  # fmt: skip
+        print(f"{'backend':<22} {'p50':>7} {'p99':>7}")
+        e2e = {}
+        for label, path, backend in (
+            ("torch (frozen)", shipped, "torch"),
+            ("onnx float32", shipped, "onnx"),
+            ("onnx int8", shipped.with_suffix(".int8.onnx"), "onnx"),
+        ):
+            p = Predictor.load(path, backend=backend)
+            it = iter(range(10**9))
+            t = timed(lambda p=p, it=it: p.predict_one(pngs[next(it) % len(pngs)]), args.seconds)
+            e2e[label] = np.percentile(t, 50)
+            print(f"{label:<22} {np.percentile(t, 50):>7.3f} {np.percentile(t, 99):>7.3f}")
+
+    print("\ntargets (issue 7):")
+    for model in ("best", "fast"):
+        eager, f32 = summary[(model, "torch eager")][0], summary[(model, "onnx float32")][0]
+        best_per = min(v[1] for (m, _), v in summary.items() if m == model)
+        print(
+            f"  {model}: model alone {best_per:.4f} ms/image at batch 256 (target < 0.1); "
+            f"ONNX Runtime {eager / f32:.1f}x eager for one image (target >= 3)"
+        )
+    print(f"  end to end p50 {min(e2e.values()):.2f} ms (target < 1)")
+
+
+if __name__ == "__main__":
+    main()
