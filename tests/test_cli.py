@@ -140,10 +140,11 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path):
         ("evaluate", str(tmp_path / "missing.safetensors")),
         ("predict", "x.png", "--model-path", str(tmp_path / "missing.safetensors")),
         ("predict",),
-        ("train", "--model", "resnet", "--epochs", "1"),
+        ("train", "--model", "resnet", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")),
         ("data", "verify", "--dataset", "cifar"),
     ]
     for args in cases:
         r = run_cli(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, args
+    assert not (tmp_path / "runs").exists()  # a refused run leaves no directory behind

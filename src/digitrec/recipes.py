@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from digitrec.errors import DigitrecError
+from digitrec.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]
     if model:
         cfg = replace(cfg, model=model)
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if cfg.model not in MODELS:  # before any run directory is made for it
+        raise DigitrecError(f"Unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)}")
     if cfg.optimizer not in OPTIMIZERS:
         raise DigitrecError(f"Unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
