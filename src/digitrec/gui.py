@@ -404,7 +404,7 @@ class App:
         from tkinter import filedialog
 
         path = filedialog.askopenfilename(
-            parent=self.root, filetypes=[("digitrec checkpoints", "*.safetensors")]
+            parent=self.root, filetypes=[("digitrec models", "*.safetensors *.onnx")]
         )
         if path:
             self.load_model(path)
