@@ -423,7 +423,7 @@ def place(digit: np.ndarray) -> np.ndarray:
     return out
 
 
-WORK_SIDE = 96  # larger inputs are area-averaged down first: 20x20 is the goal anyway
+WORK_SIDE = 128  # larger inputs are area-averaged down first: 20x20 is the goal anyway
 REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
 
 
