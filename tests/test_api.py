@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -189,3 +190,31 @@ def test_server_without_a_model_is_not_ready(tmp_path, monkeypatch):
 def test_json_errors_are_json(client):
     r = client.post("/api/predict", content=b"[]", headers={"content-type": "application/json"})
     assert r.status_code == 422 and json.loads(r.text)["detail"]
+
+
+def test_waiting_requests_share_one_model_call(mnist):
+    """The Coalescer: 30 requests arriving together get their own answers from a couple
+    of batched model calls instead of 30."""
+    import asyncio
+
+    from digitrec.web.app import Coalescer
+
+    class Counting(Predictor):
+        batches: ClassVar[list[int]] = []
+
+        def predict_preprocessed(self, pre, tta=False):
+            self.batches.append(len(pre))
+            return super().predict_preprocessed(pre, tta)
+
+    p = Counting.load(shipped_model_path())
+    pre = p.prepare([png(mnist.test_images[i].numpy()) for i in range(30)])
+    alone = [q.digit for q in p.predict_preprocessed(pre)]
+    p.batches.clear()
+
+    async def main():
+        c = Coalescer(max_batch=256)
+        return await asyncio.gather(*(c.predict(p, [item]) for item in pre))
+
+    answers = asyncio.run(main())
+    assert [a[0].digit for a in answers] == alone
+    assert sum(p.batches) == 30 and len(p.batches) <= 3, p.batches
