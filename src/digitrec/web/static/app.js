@@ -223,7 +223,8 @@ document.addEventListener("paste", (e) => {
 
 fetch("/api/model").then((r) => r.json()).then((m) => {
   const acc = m.test_accuracy ? `, test accuracy ${(m.test_accuracy * 100).toFixed(2)}%` : "";
-  $("model").textContent = `model ${m.name} (${m.source})${acc}`;
+  const runtime = m.backend === "onnx" ? ", ONNX Runtime" : ", PyTorch";
+  $("model").textContent = `model ${m.name} (${m.source})${acc}${runtime}`;
 }).catch(() => { $("model").textContent = "model unavailable"; });
 window.addEventListener("resize", fitCanvas);
 fitCanvas();
