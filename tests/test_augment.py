@@ -127,3 +127,14 @@ def test_stray_lines_add_a_thin_segment_and_nothing_else():
     assert (ink > 2).all() and (ink < 28 * 2.5).all()  # a line, about a pixel wide
     assert out.max() == 1 and out.min() == 0
     assert (augment_batch(disk(4), only_strays, torch.Generator()) >= disk(4)).all()
+
+
+def test_augmentation_settings_come_from_the_training_config():
+    from digitrec.recipes import make_config
+    from digitrec.train import augmentation
+
+    assert augmentation(make_config("best", None, {})) == Augment()
+    cfg = make_config("best", None, {"rotate": 15.0, "elastic": 0.5, "strays": 0.1})
+    a = augmentation(cfg)
+    assert (a.rotate, a.elastic, a.strays) == (15.0, 0.5, 0.1)
+    assert cfg.to_dict()["elastic"] == 0.5  # recorded in the run's config.json

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="random rotation, translation, scaling and shear on the device",
     )
+    p.add_argument("--rotate", type=float, help="with --augment: rotation range in degrees")
+    p.add_argument("--elastic", type=float, help="with --augment: share of images warped")
+    p.add_argument("--strays", type=float, help="with --augment: share given a stray line")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument(
         "--early-stop",
@@ -247,6 +250,9 @@ def cmd_train(args) -> int:
                 "weight_decay",
                 "schedule",
                 "augment",
+                "rotate",
+                "elastic",
+                "strays",
                 "label_smoothing",
                 "early_stop",
                 "seed",

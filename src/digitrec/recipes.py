@@ -26,6 +26,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "none"  # onecycle, cosine, plateau, step, none
     augment: bool = False
+    rotate: float = 10.0  # degrees of random rotation, with augment
+    elastic: float = 0.0  # share of images elastically warped, with augment
+    strays: float = 0.0  # share of images given a stray pen line, with augment
     label_smoothing: float = 0.0
     early_stop: int = 0  # patience in epochs without a better validation accuracy; 0 = off
     seed: int = 0

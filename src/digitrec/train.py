@@ -52,6 +52,10 @@ class TrainResult:
     train_seconds: float
 
 
+def augmentation(cfg: TrainConfig) -> Augment:
+    return Augment(rotate=cfg.rotate, elastic=cfg.elastic, strays=cfg.strays)
+
+
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params, wd = model.parameters(), cfg.weight_decay
     if cfg.optimizer == "adam":
@@ -109,7 +113,7 @@ def run_config(cfg: TrainConfig, data: Dataset, run_dir: Path, params: int, devi
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(["digitrec", *sys.argv[1:]]) if sys.argv else "",
         "settings": cfg.to_dict(),
-        "augment": Augment().to_dict() if cfg.augment else None,
+        "augment": augmentation(cfg).to_dict() if cfg.augment else None,
         "device": str(device),
         "params": params,
         "versions": {
@@ -153,7 +157,7 @@ def train(
 
     opt = make_optimizer(cfg, model)
     sched, per_batch = make_scheduler(cfg, opt, steps)
-    aug = Augment() if cfg.augment else None
+    aug = augmentation(cfg) if cfg.augment else None
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     meta = {
         "model": cfg.model,
