@@ -249,6 +249,16 @@ def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path):
     assert app.status.cget("text") == status
 
 
+def test_an_answer_to_a_drawing_cleared_since_is_not_shown(app, mnist):
+    app.drawing = traced(mnist.test_images[0].numpy())
+    app.predict_drawing()
+    app.clear()  # before the UI thread can show the answer, whenever the worker ends
+    wait_for(app, lambda: app.worker.idle)
+    app.root.update()
+    assert app.prediction is None and app.root.title() == "digitrec"
+    assert app.digit.cget("text") == "–"
+
+
 def test_digitrec_gui_in_a_real_window_with_xdotool(display, mnist, tmp_path):
     """`digitrec gui IMAGE` as a user starts it; the mouse is moved by xdotool."""
     env = {**os.environ, "DISPLAY": display}

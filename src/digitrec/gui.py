@@ -338,9 +338,14 @@ class App:
         if self.drawing.empty:
             return
         drawing, side = self.drawing.copy(), self.side  # Tk is read here, not in the worker
-        self.worker.submit(
-            "drawing", lambda: self.session.predict(drawing.render(side)), self._show
-        )
+        self.version += 1
+        version = self.version
+
+        def then(result: Any) -> None:
+            if version == self.version:  # else the canvas changed since: a stale answer
+                self._show(result)
+
+        self.worker.submit("drawing", lambda: self.session.predict(drawing.render(side)), then)
 
     def open_image(self, path: str | Path) -> None:
         """Predict an image file and show it beside the answer (the Ctrl+O path)."""
