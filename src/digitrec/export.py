@@ -154,7 +154,6 @@ def export(
     quantize: str | None = None,
     check: bool = True,
     data_dir: str | None = None,
-    log=print,
 ) -> list[Scored]:
     """Export, check parity (unless ``check`` is False) and optionally quantize; returns
     what was measured. Files are renamed into place only after they pass."""
