@@ -117,6 +117,16 @@ def test_without_tkinter_the_command_says_how_to_install_it(tmp_path):
     assert "sudo apt install python3-tk" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_without_a_display_the_command_says_what_to_do():
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    r = subprocess.run(
+        [sys.executable, "-m", "digitrec", "gui", "--model-path", str(shipped_model_path())],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Cannot open a window" in r.stderr
+    assert "digitrec serve" in r.stderr and "Traceback" not in r.stderr
+
+
 # ------------------------------------------------------------------ real windows
 
 
