@@ -79,13 +79,16 @@ class Coalescer:
     async def _drain(self) -> None:
         try:
             while self.waiting:
+                p = self.waiting[0][0]
                 jobs, size = [], 0
-                while self.waiting and (
-                    not jobs or size + len(self.waiting[0][1]) <= self.max_batch
+                # One call per predictor (the app has one; a test or embedder may not).
+                while (
+                    self.waiting
+                    and self.waiting[0][0] is p
+                    and (not jobs or size + len(self.waiting[0][1]) <= self.max_batch)
                 ):
                     jobs.append(self.waiting.pop(0))
                     size += len(jobs[-1][1])
-                p = jobs[0][0]
                 flat = [item for _, pre, _ in jobs for item in pre]
                 try:
                     preds = await run_in_threadpool(p.predict_preprocessed, flat)
