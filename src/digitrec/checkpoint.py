@@ -24,9 +24,10 @@ from torch import nn
 
 from digitrec.errors import CheckpointError
 from digitrec.files import atomic_path
-from digitrec.models import MODELS, build_model
+from digitrec.models import MODELS, Ensemble, build_model
 
 FORMAT = "digitrec-checkpoint"
+ENSEMBLE = "ensemble"  # the model name of a checkpoint holding several models
 FORMAT_VERSION = 1
 
 
@@ -61,12 +62,33 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(header["digitrec"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt digitrec metadata ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("model") not in MODELS:
+    names = (
+        [m.get("model") for m in meta.get("members") or [{}]]
+        if meta.get("model") == ENSEMBLE
+        else [meta.get("model")]
+    )
+    unknown = [n for n in names if n not in MODELS]
+    if meta.get("format") != FORMAT or unknown:
         raise CheckpointError(
-            f"{path}: metadata names model {meta.get('model')!r}, which this version of "
+            f"{path}: metadata names model {(unknown or names)[0]!r}, which this version of "
             f"digitrec does not know (known: {', '.join(MODELS)})"
         )
     return meta
+
+
+def build_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """The untrained architecture a checkpoint's record describes (an ensemble: each member's)."""
+    num_classes = len(meta.get("classes", range(10)))
+
+    def one(record: dict[str, Any]) -> nn.Module:
+        norm = record.get("normalization", {})
+        return build_model(
+            record["model"], num_classes, norm.get("mean", 0.1307), norm.get("std", 0.3081)
+        )
+
+    if meta["model"] == ENSEMBLE:
+        return Ensemble([one({**meta, **m}) for m in meta["members"]])
+    return one(meta)
 
 
 def load_model(
@@ -74,13 +96,7 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the architecture the metadata names and load the weights into it, in eval mode."""
     meta = read_meta(path)
-    norm = meta.get("normalization", {})
-    model = build_model(
-        meta["model"],
-        num_classes=len(meta.get("classes", range(10))),
-        mean=norm.get("mean", 0.1307),
-        std=norm.get("std", 0.3081),
-    )
+    model = build_from_meta(meta)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--val-size", type=int, help="validation images held out of training")
+    p.add_argument(
+        "--split-seed", type=int, help="seed of the validation split (default 0, for every run)"
+    )
     p.add_argument("--limit", type=int, help="train on only this many images (quick tries)")
     p.add_argument("--out", help="run directory (default <runs-dir>/<timestamp>-<model>)")
     p.add_argument("--runs-dir", help="where runs go (default $DIGITREC_RUNS_DIR or ./runs)")
@@ -108,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _data_args(p, dataset=False)
     p.add_argument("--dataset", help="mnist (default) or fashion-mnist")
+
+    # ensemble
+    p = sub.add_parser(
+        "ensemble",
+        help="average several runs into one model, written as a new run",
+        description="Combine runs (or checkpoints) into one model whose probabilities are the "
+        "mean of theirs. The result is a run like any other: evaluate, predict, serve, gui and "
+        "export take it.",
+    )
+    p.add_argument("members", nargs="+", metavar="RUN|CHECKPOINT")
+    p.add_argument("--out", help="run directory (default <runs-dir>/<timestamp>-ensemble)")
+    p.add_argument("--runs-dir", help="where runs are (default $DIGITREC_RUNS_DIR or ./runs)")
+    _data_args(p, dataset=False)
 
     # runs
     p = sub.add_parser("runs", help="list training runs, best validation accuracy first")
@@ -256,6 +272,7 @@ def cmd_train(args) -> int:
                 "label_smoothing",
                 "early_stop",
                 "seed",
+                "split_seed",
                 "device",
                 "val_size",
                 "limit",
@@ -285,6 +302,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from digitrec import runs
+    from digitrec.ensemble import make_ensemble
+
+    root = runs.runs_root(args.runs_dir)
+    if args.out:
+        run_dir = Path(args.out)
+        if (run_dir / "config.json").exists():
+            raise DigitrecError(f"{run_dir} already holds a run; choose another --out")
+    else:
+        run_dir = runs.new_run_dir(root, "ensemble")
+    try:
+        r = make_ensemble(args.members, run_dir, args.data_dir, root)
+    except BaseException:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # no empty run left behind by a refused ensemble
+        raise
+
+    def pct(v: float | None) -> str:
+        return f"{v:.2%}" if v is not None else "-"
+
+    for m, acc in zip(args.members, r.member_val_accs, strict=True):
+        print(f"  member {m}: validation accuracy {pct(acc)}")
+    print(f"ensemble of {len(args.members)} in {run_dir}: validation accuracy {pct(r.val_acc)}")
+    print(f"({r.note})\nnext: digitrec evaluate {run_dir}")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from digitrec.runs import list_runs, runs_root
 
@@ -298,12 +343,12 @@ def cmd_runs(args) -> int:
         return f"{v:.2%}" if v is not None else "-"
 
     print(
-        f"{'run':<34} {'model':<6} {'data':<13} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
+        f"{'run':<34} {'model':<8} {'data':<13} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
         f"{'params':>9} {'train s':>8}  status"
     )
     for r in rows:
         print(
-            f"{r.path.name:<34} {r.model:<6} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
+            f"{r.path.name:<34} {r.model:<8} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
             f"{pct(r.test_acc):>8} {r.params:>9,} {r.train_seconds:>8.1f}  {r.status}"
         )
     return 0
@@ -467,6 +512,7 @@ COMMANDS = {
     "data": cmd_data,
     "models": cmd_models,
     "train": cmd_train,
+    "ensemble": cmd_ensemble,
     "runs": cmd_runs,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,

@@ -29,8 +29,8 @@ class Interrupted(DigitrecError):
     """Training stopped on request (Ctrl-C) after saving a resumable state."""
 
     def __init__(self, run_dir, epoch: int, batch: int) -> None:
+        where = f"in epoch {epoch + 1} after batch {batch}" if batch else f"after epoch {epoch}"
         super().__init__(
-            f"Interrupted in epoch {epoch + 1} after batch {batch}; state saved. "
-            f"Resume with: digitrec train --resume {run_dir}"
+            f"Interrupted {where}; state saved. Resume with: digitrec train --resume {run_dir}"
         )
         self.run_dir = run_dir

@@ -25,6 +25,7 @@ import torch
 from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.files import atomic_path
+from digitrec.runs import resolve_checkpoint
 
 META_KEY = "digitrec"
 OPSET = 17
@@ -89,18 +90,6 @@ class OnnxModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         a = x.detach().cpu().numpy().astype(np.float32, copy=False)
         return torch.from_numpy(self.session.run(None, {self.input: a})[0])
-
-
-def resolve_checkpoint(arg: str | Path) -> Path:
-    """A checkpoint file, or a run directory (its best.safetensors)."""
-    from digitrec.runs import resolve_run
-
-    p = Path(arg)
-    if p.is_file():
-        return p
-    if p.is_dir() or not p.suffix:
-        return resolve_run(p) / "best.safetensors"
-    raise CheckpointError(f"No checkpoint at {p}")
 
 
 def _to_onnx(model: torch.nn.Module, record: dict[str, Any], dest: Path) -> None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import CheckpointError, DigitrecError
 
 RUNS_DIR_ENV = "DIGITREC_RUNS_DIR"
 
@@ -44,6 +44,16 @@ def resolve_run(arg: str | os.PathLike[str], root: Path | None = None) -> Path:
         f"No run {str(arg)!r}: neither it nor {root or runs_root()}/{arg} holds a config.json. "
         "`digitrec runs` lists the runs."
     )
+
+
+def resolve_checkpoint(arg: str | os.PathLike[str], root: Path | None = None) -> Path:
+    """A checkpoint file, or a run (its best.safetensors)."""
+    p = Path(arg)
+    if p.is_file():
+        return p
+    if p.is_dir() or not p.suffix:
+        return resolve_run(p, root) / "best.safetensors"
+    raise CheckpointError(f"No checkpoint at {p}")
 
 
 @dataclass

@@ -136,8 +136,13 @@ def train(
     stop: threading.Event | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    callback: Callable[[nn.Module, float], bool] | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` on ``data`` into ``run_dir``, or continue the run there (``resume``)."""
+    """Train ``cfg`` on ``data`` into ``run_dir``, or continue the run there (``resume``).
+
+    ``callback(model, epochs_done)`` runs after every batch (benchmarks measure the time
+    to an accuracy with it); returning True stops the run as Ctrl-C does.
+    """
     stop = stop or threading.Event()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -146,7 +151,7 @@ def train(
     model = model.to(device, memory_format=torch.channels_last)
 
     # Data: the seeded split, as float tensors on the device, once.
-    train_idx, val_idx = split_indices(len(data.train_images), cfg.val_size, cfg.seed)
+    train_idx, val_idx = split_indices(len(data.train_images), cfg.val_size, cfg.split_seed)
     if cfg.limit:
         train_idx = train_idx[: cfg.limit]
     x_train = to_float(data.train_images[train_idx]).to(device)
@@ -213,6 +218,8 @@ def train(
         )
 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # Mixed precision where it is fast and needs no loss scaling: bfloat16 on recent GPUs.
+    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     accs = [r["val_acc"] for r in history]
     epochs_since_best = len(accs) - 1 - accs.index(max(accs)) if accs else 0
     with stop_on_sigint(stop):
@@ -237,8 +244,9 @@ def train(
                 x, y = x_train[idx], y_train[idx]
                 if aug is not None:
                     x = augment_batch(x, aug, gen)
-                out = model(x.contiguous(memory_format=torch.channels_last))
-                loss = criterion(out, y)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = model(x.contiguous(memory_format=torch.channels_last))
+                    loss = criterion(out.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -249,6 +257,9 @@ def train(
                 sums[2] += len(y)
                 if b % 20 == 0:
                     bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.4f}")
+                if callback is not None and callback(model, epoch + (b + 1) / steps):
+                    stop.set()
+                    model.train()
                 if stop.is_set() and b + 1 < steps:
                     bar.close()
                     sums[3] += time.perf_counter() - t0
@@ -299,6 +310,10 @@ def train(
             if cfg.early_stop and epochs_since_best >= cfg.early_stop:
                 log(f"early stop: no better validation accuracy for {cfg.early_stop} epochs")
                 break
+            if stop.is_set() and epoch + 1 < cfg.epochs:  # asked during the last batch
+                config["status"] = "interrupted"
+                write_json(run_dir / "config.json", config)
+                raise Interrupted(run_dir, epoch + 1, 0)
 
     config["status"] = "complete"
     config["best_val_acc"] = best_acc

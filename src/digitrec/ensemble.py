@@ -1,0 +1,163 @@
+"""Ensembles: several trained runs averaged into one model, saved as one run.
+
+``digitrec ensemble RUN RUN ...`` writes a run directory like any other: its
+``best.safetensors`` holds every member's weights and a record naming them, so
+``evaluate``, ``predict``, ``serve``, ``gui`` and ``export`` take it as they take a
+single model (``models.Ensemble``: the mean of the members' probabilities).
+
+Its validation accuracy is measured on the validation split the members share. If they
+were not held out on the same split (another ``--split-seed`` or ``--val-size``), one
+member's validation images are another's training images: the ensemble is still
+written, but with no validation score, rather than a flattering one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from digitrec.checkpoint import ENSEMBLE, load_model, save_model
+from digitrec.data import load_dataset, split_indices, to_float
+from digitrec.errors import CheckpointError
+from digitrec.files import write_json
+from digitrec.models import Ensemble, batched_logits, count_parameters
+from digitrec.recipes import TrainConfig
+from digitrec.runs import resolve_checkpoint
+from digitrec.train import write_metrics
+
+
+@dataclass
+class Member:
+    checkpoint: Path
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    settings: TrainConfig | None  # None for a bare checkpoint outside a run
+    train_seconds: float
+
+
+@dataclass
+class EnsembleResult:
+    run_dir: Path
+    val_acc: float | None  # None when the members share no validation split
+    member_val_accs: list[float | None]
+    note: str
+
+
+def _member(target: str | Path, root: Path | None) -> Member:
+    ckpt = resolve_checkpoint(target, root)
+    model, meta = load_model(ckpt)
+    if meta["model"] == ENSEMBLE:
+        raise CheckpointError(f"{ckpt} is already an ensemble: give the runs it was made from")
+    config = ckpt.parent / "config.json"
+    settings, seconds = None, 0.0
+    if config.is_file():
+        cfg = json.loads(config.read_text())
+        settings = TrainConfig.from_dict(cfg.get("settings", {}))
+        seconds = float(cfg.get("train_seconds", 0.0))
+    return Member(ckpt, model, meta, settings, seconds)
+
+
+def make_ensemble(
+    targets: list[str | Path],
+    run_dir: Path,
+    data_dir: str | None = None,
+    root: Path | None = None,
+) -> EnsembleResult:
+    """Combine the runs (or checkpoints) ``targets`` into a new run at ``run_dir``."""
+    if len(targets) < 2:
+        raise CheckpointError("An ensemble needs at least two runs or checkpoints")
+    members = [_member(t, root) for t in targets]
+    first = members[0].meta
+    for m in members[1:]:
+        if (m.meta.get("dataset"), m.meta.get("classes")) != (
+            first.get("dataset"),
+            first.get("classes"),
+        ):
+            raise CheckpointError(
+                f"{m.checkpoint} was trained on {m.meta.get('dataset')!r}, "
+                f"{members[0].checkpoint} on {first.get('dataset')!r}: members must share "
+                "a dataset and classes"
+            )
+    model = Ensemble([m.model for m in members]).eval()
+
+    splits = {
+        (s.dataset, s.val_size, s.split_seed, s.limit == 0) if s else None
+        for s in (m.settings for m in members)
+    }
+    val_acc, val_loss, accs = None, None, [None] * len(members)
+    if None in splits:
+        note = "no validation score: a member is a bare checkpoint, not a run"
+    elif len(splits) > 1:
+        note = "no validation score: the members were validated on different splits"
+    else:
+        dataset, val_size, split_seed, _ = splits.pop()
+        ds = load_dataset(dataset, data_dir)
+        _, val_idx = split_indices(len(ds.train_images), val_size, split_seed)
+        x, y = to_float(ds.train_images[val_idx]), ds.train_labels[val_idx]
+        accs = [(batched_logits(m.model, x).argmax(1) == y).float().mean().item() for m in members]
+        logits = batched_logits(model, x)
+        val_acc = (logits.argmax(1) == y).float().mean().item()
+        val_loss = F.cross_entropy(logits, y).item()
+        note = f"validation split of {val_size} images (split seed {split_seed}) shared by all"
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = [
+        {
+            "model": m.meta["model"],
+            "normalization": m.meta.get("normalization"),
+            "run": m.meta.get("run"),
+            "recipe": m.meta.get("recipe"),
+            "epoch": m.meta.get("epoch"),
+            "seed": m.settings.seed if m.settings else None,
+            "checkpoint": str(m.checkpoint),
+            "val_acc": acc,
+        }
+        for m, acc in zip(members, accs, strict=True)
+    ]
+    seconds = sum(m.train_seconds for m in members)
+    row = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta = {
+        "model": ENSEMBLE,
+        "members": records,
+        "dataset": first.get("dataset", "mnist"),
+        "classes": first.get("classes"),
+        "normalization": first.get("normalization"),
+        "input": [1, 28, 28],
+        "params": count_parameters(model),
+        "run": run_dir.name,
+        "recipe": ENSEMBLE,
+        "metrics": row if val_acc is not None else {},
+        "created": now,
+    }
+    save_model(run_dir / "best.safetensors", model, meta)
+    settings = members[0].settings
+    write_json(
+        run_dir / "config.json",
+        {
+            "run": run_dir.name,
+            "created": now,
+            "command": " ".join(["digitrec", *sys.argv[1:]]) if sys.argv else "",
+            "settings": {
+                "model": ENSEMBLE,
+                "dataset": meta["dataset"],
+                "val_size": settings.val_size if settings else None,
+                "split_seed": settings.split_seed if settings else None,
+            },
+            "members": records,
+            "params": meta["params"],
+            "status": "complete",
+            "best_val_acc": val_acc,
+            "train_seconds": seconds,
+            "note": note,
+        },
+    )
+    write_metrics(run_dir / "metrics.csv", [row] if val_acc is not None else [])
+    return EnsembleResult(run_dir, val_acc, accs, note)

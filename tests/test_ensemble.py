@@ -1,0 +1,124 @@
+"""Ensembles: the mean of their members' probabilities, written as a run that every
+command takes like a single model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import run_cli
+from digitrec.checkpoint import ENSEMBLE, load_model
+from digitrec.ensemble import make_ensemble
+from digitrec.errors import CheckpointError
+from digitrec.export import OnnxModel, export
+from digitrec.models import Ensemble, build_model
+from digitrec.predictor import Predictor
+from digitrec.recipes import TrainConfig, make_config
+from digitrec.runs import list_runs
+from digitrec.train import train
+
+
+def small_run(mnist, root, seed: int, model: str = "mlp", **extra):
+    cfg = make_config(None, model, {"epochs": 1, "limit": 3000, "seed": seed, "device": "cpu",
+                                    **extra})  # fmt: skip
+    run = root / f"{model}-s{seed}-{extra.get('split_seed', 0)}"
+    run.mkdir(parents=True)
+    return train(cfg, mnist, run, progress=False, log=lambda s: None).run_dir
+
+
+@pytest.fixture(scope="module")
+def members(mnist, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return root, [small_run(mnist, root, 0), small_run(mnist, root, 1, model="fast")]
+
+
+def test_output_is_the_log_of_the_mean_probability():
+    torch.manual_seed(0)
+    parts = [build_model(n).eval() for n in ("mlp", "fast", "cnn")]
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in parts]).mean(0)
+        out = Ensemble(parts)(x)
+    assert torch.allclose(torch.softmax(out, 1), mean, atol=1e-6)
+    assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)  # already normalized
+
+
+def test_split_seed_is_shared_by_runs_of_any_seed():
+    assert make_config(None, None, {"seed": 3}).split_seed == 0
+    # a run recorded before split_seed existed was split by its seed
+    assert TrainConfig.from_dict({"seed": 3}).split_seed == 3
+    assert TrainConfig.from_dict({"seed": 3, "split_seed": 0}).split_seed == 0
+
+
+def test_ensemble_run_is_scored_on_the_shared_split_and_used_everywhere(members, mnist, tmp_path):
+    root, runs = members
+    out = root / "ens"
+    r = make_ensemble(runs, out, root=root)
+    assert len(r.member_val_accs) == 2 and all(0.8 < a < 1 for a in r.member_val_accs)
+    # On the same 5,000 held-out images, averaging two different models helps here.
+    assert r.val_acc is not None and r.val_acc >= min(r.member_val_accs)
+
+    model, meta = load_model(out / "best.safetensors")
+    assert isinstance(model, Ensemble) and meta["model"] == ENSEMBLE
+    assert [m["model"] for m in meta["members"]] == ["mlp", "fast"]
+    assert [m["seed"] for m in meta["members"]] == [0, 1]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["status"] == "complete" and cfg["best_val_acc"] == pytest.approx(r.val_acc)
+
+    # its probabilities are the mean of the members' on real test digits
+    x = mnist.test_images[:64].float()[:, None] / 255
+    parts = [load_model(run / "best.safetensors")[0] for run in runs]
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in parts]).mean(0)
+        assert torch.allclose(torch.softmax(model(x), 1), mean, atol=1e-5)
+
+    # listed with the runs, and the Predictor takes it like any model
+    assert out in [s.path for s in list_runs(root)]
+    p = Predictor.load(out, backend="torch")
+    assert p.name == ENSEMBLE
+    probs = p.probabilities(x)
+    assert torch.allclose(probs, mean, atol=1e-4)
+
+    # and so does ONNX: export with the parity check on the test set, then the backend
+    onnx = tmp_path / "ens.onnx"
+    _, f32 = export(out / "best.safetensors", onnx)
+    assert f32.agreement >= 0.9999 and f32.max_diff <= 1e-4
+    assert OnnxModel(onnx).meta["model"] == ENSEMBLE
+
+
+def test_members_on_different_splits_get_no_validation_score(members, mnist, tmp_path):
+    _, runs = members
+    other = small_run(mnist, tmp_path, 2, split_seed=7)
+    r = make_ensemble([runs[0], other], tmp_path / "mixed")
+    assert r.val_acc is None and "different splits" in r.note
+    assert load_model(tmp_path / "mixed" / "best.safetensors")[1]["metrics"] == {}
+
+
+def test_bad_members_are_refused(members, tmp_path):
+    _, runs = members
+    with pytest.raises(CheckpointError, match="at least two"):
+        make_ensemble(runs[:1], tmp_path / "one")
+    make_ensemble(runs, tmp_path / "ens")
+    with pytest.raises(CheckpointError, match="already an ensemble"):
+        make_ensemble([tmp_path / "ens", runs[0]], tmp_path / "nested")
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        make_ensemble([runs[0], tmp_path / "missing.safetensors"], tmp_path / "missing")
+
+
+def test_cli_ensemble_then_evaluate(members, tmp_path):
+    root, runs = members
+    env = {"DIGITREC_RUNS_DIR": str(root)}
+    r = run_cli("ensemble", runs[0].name, runs[1].name, "--out", str(tmp_path / "e"), env=env)
+    assert r.returncode == 0, r.stderr
+    val = re.search(r"ensemble of 2 in \S+: validation accuracy ([\d.]+)%", r.stdout)
+    assert val and 80 < float(val.group(1)) < 100, r.stdout
+    r = run_cli("evaluate", str(tmp_path / "e"), env=env)
+    assert r.returncode == 0, r.stderr
+    acc = float(re.search(r"ensemble on mnist test: accuracy ([\d.]+)", r.stdout).group(1))
+    assert 0.8 < acc < 1  # 3,000 training images, one epoch each
+    r = run_cli("ensemble", runs[0].name, "nope", env=env)
+    assert r.returncode == 2 and r.stderr.startswith("error: No run 'nope'")
+    assert not [d for d in root.iterdir() if d.name.endswith("-ensemble")]  # none left behind
