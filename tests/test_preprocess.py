@@ -141,10 +141,48 @@ def test_thin_strokes_are_thickened(mnist):
 
     strokes = big_digit(mnist.test_images[6].numpy(), size=250) > 128
     hairline = ndimage.binary_erosion(strokes, iterations=9).astype(np.uint8) * 255
-    out = preprocess(hairline, normalize_strokes=True)
+    out = preprocess(hairline)
     assert any(step.startswith("thickened") for step in out.steps)
     assert (out.image > 0.5).sum() > 1.5 * (preprocess(hairline, robust=False).image > 0.5).sum()
-    assert not any(step.startswith("thickened") for step in preprocess(hairline).steps)
+    off = preprocess(hairline, normalize_strokes=False)
+    assert not any(step.startswith("thickened") for step in off.steps)
+
+
+def test_strokes_at_mnist_size_are_left_as_drawn(mnist):
+    """At 28x28 a thin stroke is MNIST's own (or noise): never thickened."""
+    digit = mnist.test_images[6].numpy().copy()
+    pinholes = np.random.default_rng(0).random(digit.shape) < 0.1
+    digit[pinholes] = 255 - digit[pinholes]  # impulse noise: specks and holes
+    assert not any(s.startswith("thickened") for s in preprocess(digit).steps)
+
+
+def test_a_fine_line_is_brightened_to_mnist_ink(mnist):
+    """A 1 px pen line on a 250 px canvas fades to grey at 20 px; MNIST's ink is solid."""
+    from scipy import ndimage
+
+    strokes = big_digit(mnist.test_images[0].numpy(), size=250) > 128  # a 7
+    line = (strokes & ~ndimage.binary_erosion(strokes)).astype(np.uint8) * 255  # outline
+    out = preprocess(line, normalize_strokes=False)
+    assert "faint strokes brightened" in out.steps
+    assert np.quantile(out.image[out.image > 0.05], 0.9) > 0.9
+    textbook = preprocess(line, robust=False).image
+    assert np.quantile(textbook[textbook > 0.05], 0.9) < 0.7
+    # an MNIST digit is solid already: left as it is
+    assert "faint strokes brightened" not in preprocess(mnist.test_images[0].numpy()).steps
+
+
+def test_faint_ink_links_the_pieces_of_a_broken_stroke():
+    from digitrec.preprocess import keep_digit
+
+    mask = np.zeros((100, 100), bool)
+    mask[20:80, 40:44] = True  # the digit's main stroke
+    mask[5:8, 85:95] = True  # a small piece far from it: dropped as a speck on its own
+    faint = mask.copy()
+    faint[8:21, 88] = True  # ... unless faint ink runs from it to the stroke
+    faint[20, 44:89] = True
+    assert not keep_digit(mask)[6, 90]
+    assert keep_digit(mask, faint)[6, 90]
+    assert not keep_digit(mask, mask | np.eye(100, dtype=bool))[6, 90]  # not linked
 
 
 def test_deskew_straightens_a_slanted_bar():
