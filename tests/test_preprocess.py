@@ -185,6 +185,24 @@ def test_faint_ink_links_the_pieces_of_a_broken_stroke():
     assert not keep_digit(mask, mask | np.eye(100, dtype=bool))[6, 90]  # not linked
 
 
+def test_a_dashed_loop_is_kept_dash_by_dash():
+    """A fine pen's 9: a stem, and a loop of short dashes reaching out to its left. Each
+    dash is near what is already kept, though most are far from the stem's own box."""
+    from digitrec.preprocess import keep_digit
+
+    mask = np.zeros((120, 120), bool)
+    mask[20:100, 80:83] = True  # the stem
+    centre, r = (40, 57), 22  # its right side touches the stem
+    for a in np.linspace(0, 2 * np.pi, 24, endpoint=False):  # 24 dashes round the loop
+        y, x = round(centre[0] + r * np.sin(a)), round(centre[1] + r * np.cos(a))
+        mask[y - 1 : y + 2, x - 1 : x + 2] = True
+    mask[110:113, 5:8] = True  # a speck well away from the digit
+    kept = keep_digit(mask)
+    assert kept[20:100, 80:83].all()
+    assert kept[centre[0], centre[1] - r] and kept[centre[0] - r, centre[1]]  # far dashes
+    assert not kept[111, 6]
+
+
 def test_deskew_straightens_a_slanted_bar():
     bar = np.zeros((28, 28), np.uint8)
     for r in range(4, 24):

@@ -294,19 +294,31 @@ def keep_digit(mask: np.ndarray, link: np.ndarray | None = None) -> np.ndarray:
         inner if inner and max(areas[i] for i in inner) >= 0.3 * areas[biggest] else unruled
     )
     main = max(candidates, key=lambda i: areas[i])
-    ys, xs = boxes[main]
-    pad_y, pad_x = 0.25 * (ys.stop - ys.start), 0.25 * (xs.stop - xs.start)
     keep = np.zeros(n + 1, dtype=bool)
-    for i in candidates:
-        (y0, y1), (x0, x1) = (
-            (boxes[i][0].start, boxes[i][0].stop),
-            (boxes[i][1].start, boxes[i][1].stop),
-        )
-        near = y1 >= ys.start - pad_y and y0 <= ys.stop + pad_y
-        near = near and x1 >= xs.start - pad_x and x0 <= xs.stop + pad_x
-        # Pieces of a broken stroke lie near the main one; specks and smudges lie apart.
-        if areas[i] >= 0.15 * areas[main] or (near and areas[i] >= 0.005 * areas[main]):
+    keep[[i + 1 for i in candidates if areas[i] >= 0.15 * areas[main]]] = True
+
+    # Pieces of a broken stroke lie near the digit; specks and smudges lie apart. "Near"
+    # grows with what is kept: the dashes of a fine pen's loop reach the stem one by one.
+    def extent(i: int) -> tuple[int, int, int, int]:
+        ys, xs = boxes[i]
+        return ys.start, ys.stop, xs.start, xs.stop
+
+    y0, y1, x0, x1 = extent(main)
+    pieces = [i for i in candidates if not keep[i + 1] and areas[i] >= 0.005 * areas[main]]
+    while pieces:
+        py, px = 0.25 * (y1 - y0), 0.25 * (x1 - x0)
+        near = []
+        for i in pieces:
+            a0, a1, b0, b1 = extent(i)
+            if a1 >= y0 - py and a0 <= y1 + py and b1 >= x0 - px and b0 <= x1 + px:
+                near.append(i)
+        if not near:
+            break
+        for i in near:
             keep[i + 1] = True
+            a0, a1, b0, b1 = extent(i)
+            y0, y1, x0, x1 = min(y0, a0), max(y1, a1), min(x0, b0), max(x1, b1)
+        pieces = [i for i in pieces if not keep[i + 1]]
     return keep[labels]
 
 
