@@ -55,6 +55,10 @@ def test_train_runs_evaluate(tmp_path):
     r = run_cli("runs", env=env)
     test_acc = json.loads((run / "report.json").read_text())["accuracy"]
     assert f"{test_acc:.2%}" in r.stdout
+    r = run_cli("evaluate", run.name, "--tta", env=env)
+    assert r.returncode == 0 and "test with TTA: accuracy" in r.stdout, r.stderr
+    assert json.loads((run / "tta" / "report.json").read_text())["tta"] is True
+    assert json.loads((run / "report.json").read_text())["accuracy"] == test_acc  # kept
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):

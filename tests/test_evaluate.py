@@ -50,3 +50,21 @@ def test_full_report_on_the_real_test_set(trained_run, mnist, tmp_path):
     assert "http://" not in html and "https://" not in html  # self-contained
     for png in ("confusion.png", "misclassified.png", "reliability.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tta_report_scores_the_mean_of_the_views(trained_run, mnist, tmp_path):
+    """Worked out view by view here, so the batched, view-major averaging is checked."""
+    from digitrec.augment import tta_matrices, tta_views
+
+    model, meta = load_model(trained_run.run_dir / "best.safetensors")
+    report = evaluate(model, meta, mnist, tmp_path, source="best", tta=True)
+    x = to_float(mnist.test_images)
+    with torch.no_grad():
+        probs = sum(
+            torch.softmax(model(tta_views(x, m[None])), dim=1) for m in tta_matrices()
+        ) / len(tta_matrices())
+    manual = (probs.argmax(1) == mnist.test_labels).float().mean().item()
+    assert report["tta"] is True
+    assert report["accuracy"] == pytest.approx(manual, abs=1e-6)
+    plain = evaluate(model, meta, mnist, tmp_path / "plain", source="best")
+    assert plain["tta"] is False and plain["accuracy"] != report["accuracy"]

@@ -11,6 +11,7 @@ so a run (and a resumed run) is reproducible.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -176,3 +177,12 @@ def tta_views(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     xs = x.repeat(len(matrices), 1, 1, 1)
     grid = F.affine_grid(theta, list(xs.shape), align_corners=False)
     return F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def tta_probabilities(
+    logits_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, matrices: torch.Tensor
+) -> torch.Tensor:
+    """Class probabilities of each image in ``x``, averaged over its views (probabilities,
+    not logits: one confident view should not outvote the rest)."""
+    probs = torch.softmax(logits_of(tta_views(x, matrices)).float(), dim=1)
+    return probs.view(len(matrices), len(x), -1).mean(0)

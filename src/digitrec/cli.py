@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set metrics, confusion matrix, calibration, report")
     p.add_argument("target", metavar="RUN|CHECKPOINT")
     p.add_argument("--out", help="report directory (default: the run, or <checkpoint>-report)")
+    p.add_argument(
+        "--tta", action="store_true", help="average test-time views (report in RUN/tta/)"
+    )
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="auto")
     _data_args(p, dataset=False)
@@ -363,15 +366,18 @@ def cmd_evaluate(args) -> int:
     target = Path(args.target)
     if target.suffix == ".safetensors" or target.is_file():
         ckpt = target
-        out = Path(args.out) if args.out else target.with_name(target.stem + "-report")
+        out = target.with_name(target.stem + ("-report-tta" if args.tta else "-report"))
     else:
         run = runs.resolve_run(args.target, runs.runs_root(args.runs_dir))
-        ckpt, out = run / "best.safetensors", Path(args.out) if args.out else run
+        # The plain report stays where `digitrec runs` reads it; TTA's goes beside it.
+        ckpt, out = run / "best.safetensors", run / "tta" if args.tta else run
+    out = Path(args.out) if args.out else out
     model, meta = load_model(ckpt, resolve_device(args.device))
     ds = data.load_dataset(meta.get("dataset", "mnist"), args.data_dir)
-    r = evaluate(model, meta, ds, out, source=str(ckpt))
+    r = evaluate(model, meta, ds, out, source=str(ckpt), tta=args.tta)
     print(
-        f"{meta['model']} on {ds.spec.name} test: accuracy {r['accuracy']:.4f} "
+        f"{meta['model']} on {ds.spec.name} test{' with TTA' if args.tta else ''}: "
+        f"accuracy {r['accuracy']:.4f} "
         f"({r['errors']} errors in {r['images']}), loss {r['loss']:.4f}, ECE {r['ece']:.4f}"
     )
     print(

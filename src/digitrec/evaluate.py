@@ -23,6 +23,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from torch import nn
 
 from digitrec import plots
+from digitrec.augment import tta_matrices, tta_probabilities
 from digitrec.data import Dataset, to_float
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits
@@ -56,15 +57,32 @@ def confused_pairs(cm: np.ndarray, classes: list[str], top: int = 10) -> list[di
 
 
 def evaluate(
-    model: nn.Module, meta: dict[str, Any], data: Dataset, out_dir: Path, source: str = ""
+    model: nn.Module,
+    meta: dict[str, Any],
+    data: Dataset,
+    out_dir: Path,
+    source: str = "",
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Score ``model`` on the test split of ``data`` and write the report into ``out_dir``."""
+    """Score ``model`` on the test split of ``data`` and write the report into ``out_dir``.
+
+    ``tta`` scores the mean probabilities over the Predictor's test-time views, so the
+    figure matches what ``predict --tta`` and the server do with the same model.
+    """
     classes = list(data.spec.classes)
     x, y = to_float(data.test_images), data.test_labels
     t0 = time.perf_counter()
-    logits = batched_logits(model, x)
+    if tta:
+        views, step = tta_matrices(), 1000
+        probs = torch.cat([
+            tta_probabilities(lambda v: batched_logits(model, v), x[i : i + step], views)
+            for i in range(0, len(x), step)
+        ])  # fmt: skip
+        logits = probs.clamp_min(1e-12).log()  # cross-entropy of the averaged probabilities
+    else:
+        logits = batched_logits(model, x)
+        probs = F.softmax(logits, dim=1)
     seconds = time.perf_counter() - t0
-    probs = F.softmax(logits, dim=1)
     conf_t, pred_t = probs.max(1)
     pred, conf, y_np = pred_t.numpy(), conf_t.numpy(), y.numpy()
     correct = pred == y_np
@@ -85,6 +103,7 @@ def evaluate(
         "run": meta.get("run"),
         "dataset": data.spec.name,
         "split": "test",
+        "tta": tta,
         "images": len(y_np),
         "accuracy": float(correct.mean()),
         "errors": int((~correct).sum()),

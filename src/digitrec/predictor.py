@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitrec.augment import tta_matrices, tta_views
+from digitrec.augment import tta_matrices, tta_probabilities
 from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
@@ -194,11 +194,10 @@ class Predictor:
         With ``tta``, the mean over a few shifted and rotated views of each image.
         """
         x = x.to(self.device)
-        if tta:
-            x = tta_views(x, self._tta)
         with self._lock, torch.inference_mode():
-            probs = torch.softmax(self._run(x).float(), dim=1).cpu()
-        return probs.view(len(self._tta), -1, probs.shape[-1]).mean(0) if tta else probs
+            if tta:
+                return tta_probabilities(self._run, x, self._tta).cpu()
+            return torch.softmax(self._run(x).float(), dim=1).cpu()
 
     def predict(
         self, images: Sequence[ImageLike], tta: bool = False, max_pixels: int | None = None
