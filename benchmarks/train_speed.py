@@ -36,14 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitrec.checkpoint import load_model
 from digitrec.data import Dataset, load_dataset, to_float
 from digitrec.errors import Interrupted
 from digitrec.models import batched_logits, resolve_device
 from digitrec.recipes import RECIPES, make_config
 from digitrec.train import train
 
-# The fast recipe's settings for 99.5%: more epochs, with affine augmentation.
-FAST_995 = {"epochs": 8, "augment": True}
+# The fast recipe's settings for 99.5%: more epochs, affine augmentation, and a moving
+# average of the weights. On validation (seeds 0 and 1) the average was 0.07 points ahead
+# over epochs 5 to 8, where this race is decided, and level at the end.
+FAST_995 = {"epochs": 8, "augment": True, "ema": 0.995}
 
 
 class ExamplesNet(nn.Module):
@@ -136,7 +139,7 @@ def ours(
         with contextlib.suppress(Interrupted):  # the callback stops it at the target
             train(cfg, ds, Path(tmp), log=lambda s: None, progress=False, callback=callback)
         seconds = time.perf_counter() - start - check.spent
-    name = ", ".join(["digitrec fast", *(f"{k} {v}" for k, v in overrides.items())])
+    name = " ".join(["digitrec fast", *(f"{k}={v}" for k, v in overrides.items())])
     return Reached(name, target, check.epochs, seconds, check.accuracy)
 
 
@@ -149,8 +152,6 @@ def zoo(ds: Dataset, device: torch.device, epochs: str, seed: int) -> None:
         cfg = make_config(name, None, {"epochs": n, "seed": seed, "device": str(device)})
         with tempfile.TemporaryDirectory() as tmp:
             r = train(cfg, ds, Path(tmp), log=lambda s: None, progress=False)
-            from digitrec.checkpoint import load_model
-
             model, _ = load_model(Path(tmp) / "best.safetensors", device)
         acc = (batched_logits(model, x).argmax(1) == y).float().mean().item()
         print(f"{name:<8} {cfg.model:<6} {n:>6} {r.train_seconds / n:>8.1f} {acc:>9.2%}")
@@ -171,7 +172,7 @@ def main() -> int:
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
     )
-    print(f"{'recipe':<40} {'target':>7} {'epochs':>7} {'train s':>8} {'test acc':>9}")
+    print(f"{'recipe':<46} {'target':>7} {'epochs':>7} {'train s':>8} {'test acc':>9}")
     races = [
         lambda: reference(ds, device, 0.99, args.seed),
         lambda: ours(ds, device, 0.99, args.seed, per_epoch=4),
@@ -183,7 +184,7 @@ def main() -> int:
         r = race()
         rows.append(r)
         ep = f"{r.epochs:.2f}" if r.epochs is not None else "never"
-        print(f"{r.name:<40} {r.target:>7.1%} {ep:>7} {r.seconds:>8.1f} {r.accuracy:>9.2%}")
+        print(f"{r.name:<46} {r.target:>7.1%} {ep:>7} {r.seconds:>8.1f} {r.accuracy:>9.2%}")
     ref, fast = rows[0], rows[1]
     if ref.epochs is not None and fast.epochs is not None:
         print(f"time to 99.0%: fast is {ref.seconds / fast.seconds:.1f}x faster than the reference")

@@ -5,10 +5,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from digitrec.checkpoint import load_model, load_tree
+from digitrec.data import split_indices, to_float
 from digitrec.errors import DigitrecError, Interrupted
+from digitrec.models import batched_logits, build_model
 from digitrec.recipes import RECIPES, make_config
 from digitrec.runs import list_runs
-from digitrec.train import train
+from digitrec.train import WeightAverage, train
 
 
 class StopAfter:
@@ -43,10 +46,13 @@ def metrics(run):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
 
 
-@pytest.mark.parametrize("model, stop_at", [("mlp", 7), ("mlp", 24), ("fast", 30)])
-def test_interrupted_and_resumed_equals_uninterrupted(mnist, tmp_path, model, stop_at):
+@pytest.mark.parametrize(
+    "model, stop_at, extra",
+    [("mlp", 7, {}), ("mlp", 24, {}), ("fast", 30, {}), ("fast", 30, {"ema": 0.99})],
+)
+def test_interrupted_and_resumed_equals_uninterrupted(mnist, tmp_path, model, stop_at, extra):
     """24 batches of 128 is exactly one epoch of 3000 images: the epoch-boundary case."""
-    cfg = make_config(None, model, SMALL)
+    cfg = make_config(None, model, {**SMALL, **extra})
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir()
     parts.mkdir()
@@ -59,6 +65,45 @@ def test_interrupted_and_resumed_equals_uninterrupted(mnist, tmp_path, model, st
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert metrics(whole) == metrics(parts)
+
+
+def test_weight_average_follows_its_formula():
+    """Batch norm's statistics are averaged like the weights; its counter is copied."""
+    live = build_model("fast")
+    avg = WeightAverage(live, decay=0.9)
+    start = {k: v.clone() for k, v in live.state_dict().items()}
+    expected = {k: v.clone() for k, v in start.items() if v.is_floating_point()}
+    torch.manual_seed(0)
+    for step in range(30):
+        with torch.no_grad():
+            for v in live.state_dict().values():
+                v.add_(torch.randn_like(v)) if v.is_floating_point() else v.add_(1)
+        avg.update(step)
+        d = min(0.9, (1 + step) / (10 + step))
+        for k in expected:
+            expected[k] = d * expected[k] + (1 - d) * live.state_dict()[k]
+    for k, v in avg.model.state_dict().items():
+        if k in expected:
+            assert torch.allclose(v, expected[k], atol=1e-5), k
+            assert not torch.allclose(v, live.state_dict()[k]), k
+        else:
+            assert torch.equal(v, live.state_dict()[k]), k  # num_batches_tracked
+
+
+def test_with_ema_the_average_is_validated_and_saved(mnist, tmp_path):
+    cfg = make_config(None, "fast", {**SMALL, "epochs": 1, "ema": 0.95})
+    result = train(cfg, mnist, tmp_path, progress=False, log=quiet)
+    saved = load_file(tmp_path / "last.safetensors")
+    state = load_tree(tmp_path / "state.safetensors")
+    assert all(torch.equal(saved[k], state["average"][k]) for k in saved)
+    assert any(not torch.equal(saved[k], state["model"][k]) for k in saved)
+    model, _ = load_model(tmp_path / "last.safetensors")
+    _, val_idx = split_indices(len(mnist.train_images), cfg.val_size, cfg.split_seed)
+    x, y = to_float(mnist.train_images[val_idx]), mnist.train_labels[val_idx]
+    acc = (batched_logits(model, x).argmax(1) == y).float().mean().item()
+    assert result.history[0]["val_acc"] == pytest.approx(acc, abs=1e-6)
+    with pytest.raises(DigitrecError, match=r"--ema 1\.0"):
+        make_config(None, None, {"ema": 1.0})
 
 
 def test_resume_of_a_finished_run_says_so(mnist, tmp_path):

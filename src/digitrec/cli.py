@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from digitrec.errors import DigitrecError, Interrupted
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elastic", type=float, help="with --augment: share of images warped")
     p.add_argument("--strays", type=float, help="with --augment: share given a stray line")
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="keep a moving average of the weights (e.g. 0.999) and validate and save it",
+    )
     p.add_argument(
         "--early-stop",
         type=int,
@@ -259,29 +266,9 @@ def cmd_train(args) -> int:
         run_dir = runs.resolve_run(args.resume, runs.runs_root(args.runs_dir))
         cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["settings"])
     else:
-        overrides = {
-            k: getattr(args, k)
-            for k in (
-                "epochs",
-                "batch_size",
-                "lr",
-                "optimizer",
-                "weight_decay",
-                "schedule",
-                "augment",
-                "rotate",
-                "elastic",
-                "strays",
-                "label_smoothing",
-                "early_stop",
-                "seed",
-                "split_seed",
-                "device",
-                "val_size",
-                "limit",
-                "dataset",
-            )
-        }
+        # Every setting that has a flag: a new setting cannot be silently ignored.
+        names = {f.name for f in fields(TrainConfig)} - {"model", "recipe"}
+        overrides = {k: getattr(args, k) for k in names if hasattr(args, k)}
         cfg = make_config(args.recipe, args.model, overrides)
     ds = data.load_dataset(cfg.dataset, args.data_dir)
     if not args.resume:

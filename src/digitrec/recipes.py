@@ -30,6 +30,9 @@ class TrainConfig:
     elastic: float = 0.0  # share of images elastically warped, with augment
     strays: float = 0.0  # share of images given a stray pen line, with augment
     label_smoothing: float = 0.0
+    # Decay of an exponential moving average of the weights, updated after every step;
+    # 0 = off. With it, validation, checkpoints and callbacks see the average.
+    ema: float = 0.0
     early_stop: int = 0  # patience in epochs without a better validation accuracy; 0 = off
     seed: int = 0  # weights, shuffling and augmentation
     # The validation split has its own seed, the same for every run by default, so runs
@@ -94,6 +97,8 @@ def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]
         raise DigitrecError(f"Unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
         raise DigitrecError(f"Unknown schedule {cfg.schedule!r}; choose {', '.join(SCHEDULES)}")
+    if not 0 <= cfg.ema < 1:
+        raise DigitrecError(f"--ema {cfg.ema}: the decay must be in [0, 1), e.g. 0.999")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise DigitrecError("--epochs and --batch-size must be at least 1 and --lr positive")
     return cfg

@@ -12,6 +12,7 @@ Ctrl-C finishes the current batch, saves that state and stops.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -81,6 +82,30 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7), False
     return None, False
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics.
+
+    The average of the last few thousand steps generalizes better than the weights of
+    the last step, which still carry the noise of the last batches.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model, self.decay = copy.deepcopy(model), decay
+        own, live = self.model.state_dict().values(), model.state_dict().values()
+        self.pairs = list(zip(own, live, strict=True))  # live ones change in place
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Average in the live weights after optimizer step ``step`` (counted from 0).
+
+        The decay ramps up over the first steps, so the average does not remember the
+        random initial weights for long.
+        """
+        d = min(self.decay, (1 + step) / (10 + step))
+        for a, m in self.pairs:
+            a.lerp_(m, 1 - d) if a.is_floating_point() else a.copy_(m)  # copy: a BN counter
 
 
 @contextlib.contextmanager
@@ -160,6 +185,9 @@ def train(
     n, bs = len(x_train), cfg.batch_size
     steps = (n + bs - 1) // bs
 
+    # What is validated, saved and handed to the callback: the model, or its average.
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    scored = average.model if average is not None else model
     opt = make_optimizer(cfg, model)
     sched, per_batch = make_scheduler(cfg, opt, steps)
     aug = augmentation(cfg) if cfg.augment else None
@@ -183,6 +211,8 @@ def train(
     if resume:
         st = load_tree(run_dir / "state.safetensors")
         load_state(model, st["model"], f"{run_dir}/state.safetensors")
+        if average is not None:
+            load_state(average.model, st["average"], f"{run_dir}/state.safetensors")
         opt.load_state_dict(st["optimizer"])
         if sched is not None:
             sched.load_state_dict(st["scheduler"])
@@ -203,6 +233,7 @@ def train(
             run_dir / "state.safetensors",
             {
                 "model": model.state_dict(),
+                "average": average.model.state_dict() if average is not None else None,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "generator": gen.get_state(),
@@ -252,14 +283,18 @@ def train(
                 opt.step()
                 if per_batch:
                     sched.step()
+                if average is not None:
+                    average.update(epoch * steps + b)
                 sums[0] += loss.item() * len(y)
                 sums[1] += (out.argmax(1) == y).sum().item()
                 sums[2] += len(y)
                 if b % 20 == 0:
                     bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.4f}")
-                if callback is not None and callback(model, epoch + (b + 1) / steps):
-                    stop.set()
-                    model.train()
+                if callback is not None:
+                    done = callback(scored, epoch + (b + 1) / steps)
+                    model.train()  # whatever the callback did with it
+                    if done:
+                        stop.set()
                 if stop.is_set() and b + 1 < steps:
                     bar.close()
                     sums[3] += time.perf_counter() - t0
@@ -271,7 +306,7 @@ def train(
             seconds = sums[3] + time.perf_counter() - t0
             start_batch = 0
 
-            val_logits = batched_logits(model, x_val)
+            val_logits = batched_logits(scored, x_val)
             val_loss = F.cross_entropy(val_logits, y_val).item()
             val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
             row = {
@@ -300,10 +335,10 @@ def train(
             }
             if val_acc > best_acc:
                 best_acc, epochs_since_best = val_acc, 0
-                save_model(run_dir / "best.safetensors", model, epoch_meta)
+                save_model(run_dir / "best.safetensors", scored, epoch_meta)
             else:
                 epochs_since_best += 1
-            save_model(run_dir / "last.safetensors", model, epoch_meta)
+            save_model(run_dir / "last.safetensors", scored, epoch_meta)
             write_metrics(run_dir / "metrics.csv", history)
             plots.training_curves(history, run_dir / "curves.png")
             save_state(epoch + 1, 0)
