@@ -72,7 +72,7 @@ RECIPES: dict[str, TrainConfig] = {
         model="fast", epochs=1, batch_size=256, lr=2e-2, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", label_smoothing=0.1,
     ),
-    # 16 epochs: about 28 minutes on 2 CPU cores (within a 30-minute budget per seed).
+    # 16 epochs: about 24 minutes on 2 idle CPU cores (within a 30-minute budget per seed).
     "best": TrainConfig(
         model="best", epochs=16, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", augment=True, label_smoothing=0.1, early_stop=0,
