@@ -226,7 +226,12 @@ def _move(src: Path, dest: Path) -> None:
 
 
 def _quantize(src: Path, dest: Path, calib: np.ndarray, record: dict[str, Any]) -> None:
-    """Static int8 (QDQ, per-channel weights), activations calibrated on training images."""
+    """Static int8 (QDQ, per-channel weights), activations calibrated on training images.
+
+    The first convolution stays in float: it has one input channel, so it costs little,
+    and rounding its output lost `fast` 0.16 and 0.44 points of validation accuracy (two
+    seeds; 0.08 and none with it kept in float).
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -246,8 +251,10 @@ def _quantize(src: Path, dest: Path, calib: np.ndarray, record: dict[str, Any]) 
 
     pre = dest.with_name("pre.onnx")
     quant_pre_process(str(src), str(pre))
+    first_conv = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"][:1]
     quantize_static(
         str(pre), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=first_conv,
     )  # fmt: skip
     _set_meta(dest, record, onnx)
