@@ -87,8 +87,10 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch
 class WeightAverage:
     """An exponential moving average of a model's weights and batch-norm statistics.
 
-    The average of the last few thousand steps generalizes better than the weights of
-    the last step, which still carry the noise of the last batches.
+    Mid-run, the last step's weights carry the noise of the last batches and their
+    average does not: on validation `best` reached 99.62% by epoch 6 of 16 with it,
+    epoch 13 without. A one-cycle schedule anneals that noise away by the end, where
+    the two measured level, so no recipe uses it; the 99.5% speed race does.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
