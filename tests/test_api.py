@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitrec.checkpoint import read_meta
+from digitrec.errors import ImageError
 from digitrec.predictor import Predictor, shipped_model_path
 from digitrec.web.app import Limits, create_app
 
@@ -218,3 +219,26 @@ def test_waiting_requests_share_one_model_call(mnist):
     answers = asyncio.run(main())
     assert [a[0].digit for a in answers] == alone
     assert sum(p.batches) == 30 and len(p.batches) <= 3, p.batches
+
+    # Through `run` (preprocessing included): the first request finds the model idle and
+    # goes alone, in one trip to the thread pool; those arriving meanwhile are batched.
+    pngs = [png(mnist.test_images[i].numpy()) for i in range(30)]
+    p.batches.clear()
+
+    async def through_run():
+        c = Coalescer(max_batch=256)
+        out = await asyncio.gather(*(c.run(p, lambda b=b: p.prepare([b])) for b in pngs))
+        return out, c.busy
+
+    answers, busy = asyncio.run(through_run())
+    assert [a[0].digit for a in answers] == alone and not busy
+    assert p.batches[0] == 1 and sum(p.batches) == 30 and len(p.batches) <= 4, p.batches
+
+    async def broken_then_fine():
+        c = Coalescer()
+        with pytest.raises(ImageError):
+            await c.run(p, lambda: p.prepare([b"not an image"]))
+        return c.busy, await c.run(p, lambda: p.prepare([pngs[0]]))
+
+    busy, [again] = asyncio.run(broken_then_fine())
+    assert not busy and again.digit == alone[0]
