@@ -4,11 +4,11 @@ In one run, for the shipped model (`best`) and the `fast` architecture: single-i
 latency (p50, p99) and batch-256 throughput of PyTorch eager, PyTorch frozen for
 inference (the Predictor's torch backend), ONNX Runtime float32 and int8 (static, QDQ;
 both exports checked on the test set as `digitrec export` checks them; `fast` is trained
-here first, one epoch);
-then end to end, PNG bytes of a 280 px canvas in, prediction out, through the Predictor
-on each backend. Threads: 1 by default, as the server runs. The last lines compare
-against the targets of issue 7 (model alone under 0.1 ms per image, end to end under
-1 ms p50, ONNX Runtime at least 3x faster than eager for a single image).
+here first, one epoch); then end to end, the PNG the web page posts in
+(variants.page_png), prediction out, through the Predictor on each backend. Threads: 1
+by default, as the server runs. The last lines compare against the targets of issue 7
+(model alone under 0.1 ms per image, end to end under 1 ms p50, ONNX Runtime at least
+3x faster than eager for a single image).
 
     python benchmarks/inference.py [--threads 1] [--seconds 2]
 """
@@ -16,14 +16,12 @@ against the targets of issue 7 (model alone under 0.1 ms per image, end to end u
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from digitrec.checkpoint import load_model
 from digitrec.data import load_dataset
@@ -31,6 +29,7 @@ from digitrec.export import OnnxModel, export
 from digitrec.predictor import Predictor, inference_module, shipped_model_path
 from digitrec.recipes import make_config
 from digitrec.train import train
+from variants import page_png
 
 
 def timed(fn, seconds: float) -> np.ndarray:
@@ -54,11 +53,8 @@ def main() -> None:
     ds = load_dataset("mnist")
     x1 = ds.test_images[:1].float().div(255)[:, None]
     x256 = ds.test_images[:256].float().div(255)[:, None]
-    pngs = []
-    for i in range(64):
-        buf = io.BytesIO()
-        Image.fromarray(255 - ds.test_images[i].numpy()).resize((280, 280)).save(buf, "PNG")
-        pngs.append(buf.getvalue())
+    rng = np.random.default_rng(0)
+    pngs = [page_png(ds.test_images[i].numpy(), rng) for i in range(64)]
 
     print(f"{args.threads} thread(s); times in ms")
     print(f"{'model':<6} {'runtime':<16} {'1 image p50':>11} {'p99':>7} {'batch 256 /img':>14} "
@@ -91,7 +87,7 @@ def main() -> None:
                 print(f"{meta['model']:<6} {name:<16} {p50:>11.3f} {p99:>7.3f} {per:>14.4f} "
                       f"{1000 / per:>8.0f}")  # fmt: skip
 
-        print(f"\nend to end: a {np.mean([len(p) for p in pngs]) / 1000:.1f} kB canvas PNG in, "
+        print(f"\nend to end: a {np.mean([len(p) for p in pngs]) / 1000:.1f} kB page PNG in, "
               "prediction out (Predictor.predict_one, the shipped model)")  # fmt: skip
         print(f"{'backend':<22} {'p50':>7} {'p99':>7}")
         e2e = {}

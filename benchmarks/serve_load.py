@@ -2,9 +2,10 @@
 
 Starts two real servers on free 127.0.0.1 ports: digitrec (the shipped model) and a
 minimal FastAPI app whose endpoint returns a constant, the framework's ceiling on this
-machine. Posts canvas-like PNGs (MNIST test digits drawn as dark ink on a 280 px white
-canvas) at concurrency 1, 16 and 64, each level bounded in time (and, for the Python
-client, in requests), and prints requests per second, p50/p95/p99 latency and errors.
+machine. Posts what the page posts (MNIST test digits drawn as dark ink on its white
+pad, sent as 160 px RGBA PNGs) at concurrency 1, 16 and 64, each level bounded in time
+(and, for the Python client, in requests), and prints requests per second, p50/p95/p99
+latency and errors.
 
 The load comes from `wrk` (Debian package wrk) when it is installed: a C client that
 leaves the CPU to the server. Without it, an asyncio httpx client is used, which on two
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import shutil
 import socket
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from digitrec.data import load_dataset
 from digitrec.predictor import shipped_model_path
+from variants import page_png
 
 CONSTANT_APP = textwrap.dedent(
     """
@@ -69,15 +69,10 @@ def start(cmd: list[str], url: str, cwd: str | None = None) -> subprocess.Popen:
 
 
 def canvases(n: int) -> list[bytes]:
+    """What the web page posts: see variants.page_png."""
     ds = load_dataset("mnist")
-    out = []
-    for i in range(n):
-        d = ds.test_images[i].numpy()
-        img = Image.fromarray(255 - d).resize((280, 280), Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        img.save(buf, "PNG")
-        out.append(buf.getvalue())
-    return out
+    rng = np.random.default_rng(0)
+    return [page_png(ds.test_images[i].numpy(), rng) for i in range(n)]
 
 
 async def load(url: str, bodies: list[bytes], concurrency: int, total: int, seconds: float):

@@ -5,9 +5,20 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from digitrec.errors import ImageError
-from digitrec.preprocess import MAX_PIXELS, center_of_mass, preprocess
+from digitrec.preprocess import (
+    MAX_PIXELS,
+    center_of_mass,
+    drop_unused_channels,
+    flatten,
+    grow,
+    otsu,
+    preprocess,
+    quantiles,
+    shrink,
+)
 
 
 def big_digit(digit28: np.ndarray, size=280, offset=(0, 0), canvas=(400, 400), dark_on_light=False):
@@ -248,3 +259,66 @@ def test_a_small_digit_in_a_large_photo_is_looked_at_again_at_full_resolution(mn
     match = np.corrcoef(out.image.ravel(), digit.ravel())[0, 1]
     before = np.corrcoef(first_look.image.ravel(), digit.ravel())[0, 1]
     assert match > 0.8 and match > before + 0.1, (match, before)
+
+
+def test_quantiles_are_nearest_rank_with_and_without_ties():
+    """The fast path for ties (a blank background) must give np.percentile's
+    nearest-rank answer, whether the quantile falls in the ties or above them."""
+    rng = np.random.default_rng(0)
+    qs = [0.0, 0.1, 0.5, 0.9, 0.995, 1.0]
+    for zeros in (0.0, 0.3, 0.9, 0.999, 1.0):
+        a = rng.random(5000).astype(np.float32)
+        a[: int(zeros * a.size)] = 0.0
+        rng.shuffle(a)
+        expected = np.percentile(a, [100 * q for q in qs], method="nearest")
+        assert quantiles(a, qs) == pytest.approx(expected.tolist(), abs=0), zeros
+
+
+def test_grow_and_shrink_match_the_binary_morphology_they_replace():
+    rng = np.random.default_rng(1)
+    for shape in [(1, 1), (3, 7), (40, 33), (128, 128)]:
+        for r in (1, 2, 3, 5):
+            m = rng.random(shape) < 0.1
+            square = np.ones((2 * r + 1, 2 * r + 1), bool)
+            assert np.array_equal(grow(m, r), ndimage.binary_dilation(m, square))
+            assert np.array_equal(shrink(m, r), ndimage.binary_erosion(m, square, border_value=0))
+
+
+def test_otsu_maximizes_the_between_class_variance():
+    """Against the textbook formula over every bin edge (empty classes skipped)."""
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        v = np.concatenate([rng.normal(0.2, 0.05, 300), rng.normal(rng.uniform(0.4, 0.9), 0.1, 80)])
+        v = np.clip(v, 0, 1).astype(np.float32)
+        hist = np.bincount(np.minimum((v * 64).astype(int), 63), minlength=64) / v.size
+        centers = (np.arange(64) + 0.5) / 64
+        scores = []
+        for k in range(64):
+            w0 = hist[: k + 1].sum()
+            m0 = (hist[: k + 1] * centers[: k + 1]).sum()
+            spread = w0 * (1 - w0)
+            mean = (hist * centers).sum()
+            scores.append((mean * w0 - m0) ** 2 / spread if spread > 1e-12 else -1)
+        # Empty bins between the classes tie: any of them is a right answer.
+        chosen = int(np.flatnonzero(np.isclose(centers, otsu(v)))[0])
+        assert scores[chosen] == pytest.approx(max(scores), rel=1e-9)
+    assert otsu(np.full(10, 0.6, np.float32)) == pytest.approx(0.3)
+
+
+def test_unused_channels_are_dropped_without_changing_the_grey_values(mnist):
+    """A browser canvas is an opaque RGBA PNG even when grey: it becomes one channel
+    with the same values. Transparency and colour are kept."""
+    grey = 255 - big_digit(mnist.test_images[3].numpy(), 150, canvas=(160, 160))
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    out = drop_unused_channels(Image.fromarray(rgba, "RGBA"))
+    assert out.mode == "L" and np.array_equal(np.asarray(out), grey)
+    assert np.allclose(flatten(out)[0], flatten(Image.fromarray(rgba, "RGBA"))[0], atol=1e-6)
+
+    see_through = rgba.copy()
+    see_through[0, 0, 3] = 0
+    assert drop_unused_channels(Image.fromarray(see_through, "RGBA")).mode == "RGBA"
+    red = rgba[..., :3].copy()
+    red[grey < 128, 0] = 200
+    assert drop_unused_channels(Image.fromarray(red, "RGB")).mode == "RGB"
+    same_page = preprocess(Image.fromarray(rgba, "RGBA"))
+    assert np.array_equal(same_page.image, preprocess(grey).image)
