@@ -160,8 +160,10 @@ def main() -> None:
         serve = ["serve", "--port", str(p1), "--workers", str(args.workers),
                  "--model-path", args.model_path]  # fmt: skip
         ours = start([sys.executable, "-m", "digitrec", *serve], f"http://127.0.0.1:{p1}/healthz")
+        # The same HTTP protocol as `digitrec serve` (Nagle off also with several workers).
         ref = start([sys.executable, "-m", "uvicorn", "constant_app:app", "--port", str(p2),
-                     "--workers", str(args.workers), "--log-level", "warning"],
+                     "--workers", str(args.workers), "--http", "digitrec.web.app:NoDelayHTTP",
+                     "--log-level", "warning"],
                     f"http://127.0.0.1:{p2}/docs", cwd=tmp)  # fmt: skip
         try:
             size = np.mean([len(b) for b in bodies])

@@ -242,3 +242,47 @@ def test_waiting_requests_share_one_model_call(mnist):
 
     busy, [again] = asyncio.run(broken_then_fine())
     assert not busy and again.digit == alone[0]
+
+
+def test_nagle_is_off_on_connections_to_a_socket_bound_as_for_several_workers():
+    """`serve --workers N` has uvicorn bind the socket itself (Config.bind_socket), and
+    asyncio leaves Nagle's algorithm on for what such a socket accepts: each keep-alive
+    request after the first then waited ~44 ms for the client's delayed ACK. A real
+    uvicorn server on such a socket, asked over a real connection."""
+    import asyncio
+    import socket
+
+    import uvicorn
+    from fastapi import FastAPI
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    from digitrec.web.app import NoDelayHTTP
+
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> dict:
+        return {"ok": True}
+
+    async def nodelay(http: type) -> int:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, http=http, log_level="warning")
+        sock = config.bind_socket()
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        writer.write(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        [conn] = server.server_state.connections
+        value = conn.transport.get_extra_info("socket").getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY
+        )
+        writer.close()
+        server.should_exit = True
+        await task
+        sock.close()
+        return value
+
+    assert asyncio.run(nodelay(AutoHTTPProtocol)) == 0, "uvicorn fixed it: NoDelayHTTP can go"
+    assert asyncio.run(nodelay(NoDelayHTTP)) != 0

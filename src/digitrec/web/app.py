@@ -14,6 +14,7 @@ import binascii
 import io
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 import digitrec
 from digitrec.errors import ImageError, ImageTooLarge
@@ -343,6 +345,22 @@ def model_version(p: Predictor) -> str:
     return f"{meta.get('run') or 'unknown'}@{meta.get('epoch', '?')}"
 
 
+class NoDelayHTTP(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with Nagle's algorithm turned off on every connection.
+
+    With ``--workers N`` uvicorn binds the listening socket itself, leaving its protocol
+    number at 0, and asyncio then leaves Nagle on for the connections it accepts: every
+    keep-alive request after the first waited for the client's delayed ACK, a 44 ms
+    floor for a lone user of the page (Kludex/uvicorn#3149). One worker was unaffected.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
 def serve(
     host: str, port: int, model_path: str | None, workers: int, backend: str = "auto"
 ) -> None:
@@ -364,5 +382,6 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        http=f"{__name__}:NoDelayHTTP",
         log_level="warning",
     )
