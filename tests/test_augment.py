@@ -12,6 +12,7 @@ AFFINE_ONLY = {
     "erase": 0,
     "elastic": 0,
     "strays": 0,
+    "outline": 0,
 }
 NONE = Augment(0, 0, (1, 1), 0, **AFFINE_ONLY)
 
@@ -129,12 +130,28 @@ def test_stray_lines_add_a_thin_segment_and_nothing_else():
     assert (augment_batch(disk(4), only_strays, torch.Generator()) >= disk(4)).all()
 
 
+def test_outline_hollows_thick_strokes_and_keeps_thin_ones():
+    only_outline = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "outline": 1.0})
+    out = augment_batch(disk(2), only_outline, torch.Generator().manual_seed(0))
+    assert out[:, 0, 13, 13].eq(0).all()  # the inside of the disk is gone
+    ring = out[0, 0]
+    assert ring[13, 7] == 1 and ring[13, 20] == 1 and ring[7, 13] == 1  # its rim is not
+    assert 30 < ring.sum() < 70  # about the circumference (2 pi 7 = 44), not the area (154)
+    line = torch.zeros(1, 1, 28, 28)
+    line[0, 0, 4:24, 14] = 1.0  # a one-pixel line has no inside
+    assert torch.equal(augment_batch(line, only_outline, torch.Generator()), line)
+    half = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "outline": 0.5})
+    out = augment_batch(disk(200), half, torch.Generator().manual_seed(0))
+    hollow = out[:, 0, 13, 13].eq(0).float().mean()
+    assert 0.35 < hollow < 0.65
+
+
 def test_augmentation_settings_come_from_the_training_config():
     from digitrec.recipes import make_config
     from digitrec.train import augmentation
 
     assert augmentation(make_config("best", None, {})) == Augment()
-    cfg = make_config("best", None, {"rotate": 15.0, "elastic": 0.5, "strays": 0.1})
+    cfg = make_config("best", None, {"rotate": 15.0, "elastic": 0.5, "strays": 0.1, "outline": 0.2})
     a = augmentation(cfg)
-    assert (a.rotate, a.elastic, a.strays) == (15.0, 0.5, 0.1)
+    assert (a.rotate, a.elastic, a.strays, a.outline) == (15.0, 0.5, 0.1, 0.2)
     assert cfg.to_dict()["elastic"] == 0.5  # recorded in the run's config.json

@@ -63,20 +63,22 @@ def test_train_runs_evaluate(tmp_path):
     assert json.loads((run / "report.json").read_text())["accuracy"] == test_acc  # kept
 
 
-def test_every_training_setting_has_a_flag_that_reaches_the_run(tmp_path):
+def test_every_training_setting_has_a_flag_that_reaches_the_run(trained_run, tmp_path):
     flags = {"epochs": 1, "batch_size": 64, "lr": 0.002, "optimizer": "sgd",
              "weight_decay": 0.001, "schedule": "cosine", "rotate": 5.0, "elastic": 0.1,
-             "strays": 0.1, "label_smoothing": 0.05, "ema": 0.9, "early_stop": 3, "seed": 4,
+             "strays": 0.1, "outline": 0.2, "init": str(trained_run.run_dir),
+             "label_smoothing": 0.05, "ema": 0.9, "early_stop": 3, "seed": 4,
              "split_seed": 2, "device": "cpu", "val_size": 1000, "limit": 500,
              "dataset": "mnist"}  # fmt: skip
     settings = {f.name for f in fields(TrainConfig)} - {"model", "recipe", "augment"}
     assert settings == set(flags)  # a new setting needs a flag here (and in the CLI)
     args = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
-    r = run_cli("train", "--model", "mlp", "--augment", *args, "--out", str(tmp_path / "r"),
+    r = run_cli("train", "--model", "fast", "--augment", *args, "--out", str(tmp_path / "r"),
                 "--no-progress")  # fmt: skip
     assert r.returncode == 0, r.stderr
     got = json.loads((tmp_path / "r" / "config.json").read_text())["settings"]
     assert {k: got[k] for k in flags} == flags and got["augment"] is True
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["init"]["run"] == "fast-1epoch"
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
@@ -163,6 +165,8 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path):
         ("predict", "x.png", "--model-path", str(tmp_path / "missing.safetensors")),
         ("predict",),
         ("train", "--model", "resnet", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")),
+        ("train", "--model", "fast", "--init", "default", "--runs-dir", str(tmp_path / "runs")),
+        ("train", "--init", "no-such-run", "--runs-dir", str(tmp_path / "runs")),
         ("data", "verify", "--dataset", "cifar"),
     ]
     for args in cases:

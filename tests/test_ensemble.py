@@ -15,7 +15,7 @@ from digitrec.ensemble import make_ensemble
 from digitrec.errors import CheckpointError
 from digitrec.export import OnnxModel, export
 from digitrec.models import Ensemble, build_model
-from digitrec.predictor import Predictor
+from digitrec.predictor import Predictor, shipped_model_path
 from digitrec.recipes import TrainConfig, make_config
 from digitrec.runs import list_runs
 from digitrec.train import train
@@ -122,3 +122,49 @@ def test_cli_ensemble_then_evaluate(members, tmp_path):
     r = run_cli("ensemble", runs[0].name, "nope", env=env)
     assert r.returncode == 2 and r.stderr.startswith("error: No run 'nope'")
     assert not [d for d in root.iterdir() if d.name.endswith("-ensemble")]  # none left behind
+
+
+def test_weight_average_of_a_model_and_its_fine_tuned_version(members, mnist, tmp_path):
+    root, runs = members
+    tuned = small_run(mnist, root, 5, init=str(runs[0]), augment=True, outline=0.3, lr=3e-4)
+    out = tmp_path / "avg"
+    r = make_ensemble([runs[0], tuned], out, average=True, weights=[3, 1])
+    model, meta = load_model(out / "best.safetensors")
+    assert meta["model"] == "mlp" and meta["recipe"] == "average"  # one plain mlp, not two
+    assert [m["share"] for m in meta["members"]] == [0.75, 0.25]
+    a, b = (load_model(run / "best.safetensors")[0].state_dict() for run in (runs[0], tuned))
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v, 0.75 * a[k] + 0.25 * b[k], atol=1e-6), k
+    # scored on the shared validation split, like an ensemble
+    x, y = mnist.test_images[:500].float()[:, None] / 255, mnist.test_labels[:500]
+    assert r.val_acc is not None and 0.8 < r.val_acc < 1
+    assert (
+        Predictor.load(out, backend="torch").probabilities(x).argmax(1) == y
+    ).float().mean() > 0.8
+    # all of one member is that member
+    make_ensemble([runs[0], tuned], tmp_path / "first", average=True, weights=[1, 0])
+    first = load_model(tmp_path / "first" / "best.safetensors")[0].state_dict()
+    assert all(torch.equal(first[k], a[k]) for k in a)
+
+
+def test_weight_average_refuses_what_it_cannot_average(members, tmp_path):
+    _, runs = members
+    with pytest.raises(CheckpointError, match="one architecture, got fast, mlp"):
+        make_ensemble(runs, tmp_path / "a", average=True)
+    with pytest.raises(CheckpointError, match="one non-negative share per member"):
+        make_ensemble([runs[0], runs[0]], tmp_path / "b", average=True, weights=[1, 1, 1])
+    with pytest.raises(CheckpointError, match="--weights goes with --average"):
+        make_ensemble(runs, tmp_path / "c", weights=[1, 2])
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_cli_weight_average_with_the_shipped_model(mnist, tmp_path):
+    """`default` names the shipped model; its run's settings come from default.json, so the
+    average of it with itself is scored on the validation split and equals it."""
+    r = run_cli("ensemble", "default", "default", "--average", "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    val = re.search(r"weight average of 2 in \S+: validation accuracy ([\d.]+)%", r.stdout)
+    shipped, meta = load_model(shipped_model_path())
+    assert val and float(val.group(1)) == pytest.approx(100 * meta["metrics"]["val_acc"], abs=0.01)
+    mine = load_model(tmp_path / "d" / "best.safetensors")[0].state_dict()
+    assert all(torch.allclose(mine[k], v) for k, v in shipped.state_dict().items())

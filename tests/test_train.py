@@ -1,4 +1,5 @@
 import csv
+import json
 import threading
 
 import pytest
@@ -136,8 +137,6 @@ def test_end_to_end_fast_recipe_reaches_98_5_percent(trained_run):
         "curves.png",
     ):
         assert (run / name).is_file(), name
-    import json
-
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["status"] == "complete" and cfg["settings"]["seed"] == 0
     assert cfg["versions"]["torch"] == torch.__version__
@@ -157,6 +156,31 @@ def test_recipes_resolve_and_flags_override():
     with pytest.raises(DigitrecError, match="at least 1"):
         make_config(None, None, {"epochs": 0})
     assert set(RECIPES) >= {"mlp", "cnn", "cnn4", "fast", "best"}
+
+
+def test_init_starts_from_a_checkpoint_and_records_it(mnist, tmp_path):
+    first = make_config(None, "mlp", {**SMALL, "epochs": 1})
+    before = train(first, mnist, tmp_path / "a", progress=False, log=quiet).best_val_acc
+    # One step at a learning rate of ~0: the fine-tuned run's weights are its start's.
+    tiny = {**SMALL, "epochs": 1, "limit": 128, "lr": 1e-12, "schedule": "none"}
+    cfg = make_config(None, "mlp", {**tiny, "init": str(tmp_path / "a")})
+    result = train(cfg, mnist, tmp_path / "b", progress=False, log=quiet)
+    start = load_file(tmp_path / "a" / "best.safetensors")
+    tuned = load_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-6) for k in start)
+    assert before > 0.5 and result.best_val_acc == pytest.approx(before, abs=2e-4)  # random: 0.1
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["init"]["path"] == str(tmp_path / "a" / "best.safetensors")
+    assert config["init"]["run"] == "a" and config["settings"]["init"] == str(tmp_path / "a")
+
+
+def test_init_refuses_another_architecture_or_a_missing_checkpoint(mnist, tmp_path):
+    cfg = make_config(None, "fast", {**SMALL, "init": "default"})  # the shipped model is `best`
+    with pytest.raises(DigitrecError, match=r"holds a 'best' model.*--model best"):
+        train(cfg, mnist, tmp_path / "x", progress=False, log=quiet)
+    cfg = make_config(None, "fast", {**SMALL, "init": str(tmp_path / "nothing.safetensors")})
+    with pytest.raises(DigitrecError, match="No checkpoint"):
+        train(cfg, mnist, tmp_path / "y", progress=False, log=quiet)
 
 
 def test_sigint_handler_only_in_the_main_thread(mnist, tmp_path):

@@ -34,13 +34,16 @@ class Augment:
     # but losing on canny edges and clean digits. There for longer recipes to try.
     elastic: float = 0.0  # fraction of images warped by a smooth random field (up to ~2 px)
     strays: float = 0.0  # fraction of images with a stray pen line across them
+    outline: float = 0.0  # fraction of images reduced to the outline of their strokes
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def is_identity(self) -> bool:
-        extras = (self.stroke, self.blur, self.noise, self.specks, self.erase, self.strays)
+        extras = (
+            self.stroke, self.blur, self.noise, self.specks, self.erase, self.strays, self.outline
+        )  # fmt: skip
         return self.is_affine_identity and not any(extras)
 
     @property
@@ -96,8 +99,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     if aug.stroke:
         amount = per_image(aug.stroke, -1.0, 1.0)  # < 0 thinner, > 0 bolder
         bold = F.max_pool2d(x, 3, 1, 1)
-        thin = -F.max_pool2d(-x, 3, 1, 1)
-        x = x + amount.clamp(min=0) * (bold - x) + (-amount).clamp(min=0) * (thin - x)
+        x = x + amount.clamp(min=0) * (bold - x) + (-amount).clamp(min=0) * (eroded(x) - x)
+    if aug.outline:
+        x = torch.where(per_image(aug.outline) > 0, outlined(x), x)
     if aug.blur:
         amount = per_image(aug.blur)
         kernel = torch.tensor([0.25, 0.5, 0.25], device=x.device, dtype=x.dtype)
@@ -118,6 +122,18 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     if aug.strays:
         x = torch.maximum(x, stray_lines(x, per_image(aug.strays) > 0, generator))
     return x
+
+
+def eroded(x: torch.Tensor) -> torch.Tensor:
+    """Each pixel's 3x3 minimum: strokes a pixel thinner on every side."""
+    return -F.max_pool2d(-x, 3, 1, 1)
+
+
+def outlined(x: torch.Tensor) -> torch.Tensor:
+    """The ink less its erosion, at full strength: a hollow digit, as people draw in
+    bubble letters and as an edge detector or a tracing leaves a scanned one. Strokes
+    too thin to have an inside stay as they are."""
+    return ((x - eroded(x)) * 1.5).clamp(max=1.0)
 
 
 def elastic_field(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:

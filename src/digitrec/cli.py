@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotate", type=float, help="with --augment: rotation range in degrees")
     p.add_argument("--elastic", type=float, help="with --augment: share of images warped")
     p.add_argument("--strays", type=float, help="with --augment: share given a stray line")
+    p.add_argument(
+        "--outline", type=float, help="with --augment: share reduced to their strokes' outline"
+    )
     p.add_argument("--label-smoothing", type=float)
     p.add_argument(
         "--ema",
@@ -104,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="PATIENCE",
         help="stop after this many epochs without a better validation accuracy",
+    )
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from these weights (fine-tune): a checkpoint, a run, or 'default' for "
+        "the shipped model",
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
@@ -127,7 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
         "mean of theirs. The result is a run like any other: evaluate, predict, serve, gui and "
         "export take it.",
     )
-    p.add_argument("members", nargs="+", metavar="RUN|CHECKPOINT")
+    p.add_argument(
+        "members", nargs="+", metavar="RUN|CHECKPOINT", help="'default' is the shipped model"
+    )
+    p.add_argument(
+        "--average",
+        action="store_true",
+        help="average the members' weights into one model of their architecture (for a model "
+        "and its fine-tuned versions, see train --init) instead of their probabilities",
+    )
+    p.add_argument(
+        "--weights", type=float, nargs="+", metavar="W", help="with --average: each member's share"
+    )
     p.add_argument("--out", help="run directory (default <runs-dir>/<timestamp>-ensemble)")
     p.add_argument("--runs-dir", help="where runs are (default $DIGITREC_RUNS_DIR or ./runs)")
     _data_args(p, dataset=False)
@@ -260,7 +280,7 @@ def cmd_models(args) -> int:
 def cmd_train(args) -> int:
     from digitrec import data, runs
     from digitrec.recipes import TrainConfig, make_config
-    from digitrec.train import train
+    from digitrec.train import init_checkpoint, train
 
     if args.resume:
         run_dir = runs.resolve_run(args.resume, runs.runs_root(args.runs_dir))
@@ -272,6 +292,8 @@ def cmd_train(args) -> int:
         cfg = make_config(args.recipe, args.model, overrides)
     ds = data.load_dataset(cfg.dataset, args.data_dir)
     if not args.resume:
+        if cfg.init:  # refused before a run directory is made for it
+            init_checkpoint(cfg, list(ds.spec.classes))
         if args.out:
             run_dir = Path(args.out)
             if (run_dir / "config.json").exists():
@@ -302,9 +324,9 @@ def cmd_ensemble(args) -> int:
         if (run_dir / "config.json").exists():
             raise DigitrecError(f"{run_dir} already holds a run; choose another --out")
     else:
-        run_dir = runs.new_run_dir(root, "ensemble")
+        run_dir = runs.new_run_dir(root, "average" if args.average else "ensemble")
     try:
-        r = make_ensemble(args.members, run_dir, args.data_dir, root)
+        r = make_ensemble(args.members, run_dir, args.data_dir, root, args.average, args.weights)
     except BaseException:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # no empty run left behind by a refused ensemble
@@ -315,7 +337,8 @@ def cmd_ensemble(args) -> int:
 
     for m, acc in zip(args.members, r.member_val_accs, strict=True):
         print(f"  member {m}: validation accuracy {pct(acc)}")
-    print(f"ensemble of {len(args.members)} in {run_dir}: validation accuracy {pct(r.val_acc)}")
+    what = "weight average" if args.average else "ensemble"
+    print(f"{what} of {len(args.members)} in {run_dir}: validation accuracy {pct(r.val_acc)}")
     print(f"({r.note})\nnext: digitrec evaluate {run_dir}")
     return 0
 

@@ -5,6 +5,14 @@
 ``evaluate``, ``predict``, ``serve``, ``gui`` and ``export`` take it as they take a
 single model (``models.Ensemble``: the mean of the members' probabilities).
 
+``--average`` makes one model instead: the (weighted) mean of the members' weights,
+for members fine-tuned from one another (``digitrec train --init``). A model and its
+fine-tuned version lie in one basin of the loss, so their average keeps what each does
+well (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): here the model
+fine-tuned on outlines, stray lines and warps, averaged with the one it started from,
+kept the original's accuracy on clean input and most of the fine-tuned one's gain on
+corrupted input. It costs what one member costs to run.
+
 Its validation accuracy is measured on the validation split the members share. If they
 were not held out on the same split (another ``--split-seed`` or ``--val-size``), one
 member's validation images are another's training images: the ensemble is still
@@ -13,6 +21,7 @@ written, but with no validation score, rather than a flattering one.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -28,6 +37,7 @@ from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError
 from digitrec.files import write_json
 from digitrec.models import Ensemble, batched_logits, count_parameters
+from digitrec.predictor import shipped_model_path
 from digitrec.recipes import TrainConfig
 from digitrec.runs import resolve_checkpoint
 from digitrec.train import write_metrics
@@ -50,15 +60,43 @@ class EnsembleResult:
     note: str
 
 
+def average_weights(models: list[torch.nn.Module], weights: list[float]) -> torch.nn.Module:
+    """One model whose every parameter and batch-norm statistic is the weighted mean of the
+    members' (batch counters, integers, are the first member's)."""
+    states = [m.state_dict() for m in models]
+    mean = {
+        k: sum(w * st[k] for w, st in zip(weights, states, strict=True))
+        if v.is_floating_point()
+        else v
+        for k, v in states[0].items()
+    }
+    model = copy.deepcopy(models[0])
+    model.load_state_dict(mean)
+    return model.eval()
+
+
+def _shares(weights: list[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1 / n] * n
+    if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise CheckpointError(
+            f"--weights: give one non-negative share per member ({n}), not all zero; got {weights}"
+        )
+    return [w / sum(weights) for w in weights]
+
+
 def _member(target: str | Path, root: Path | None) -> Member:
     ckpt = resolve_checkpoint(target, root)
     model, meta = load_model(ckpt)
     if meta["model"] == ENSEMBLE:
         raise CheckpointError(f"{ckpt} is already an ensemble: give the runs it was made from")
     config = ckpt.parent / "config.json"
+    if ckpt.resolve() == shipped_model_path().resolve():  # its run's config is kept in default.json
+        config = ckpt.with_name("default.json")
     settings, seconds = None, 0.0
     if config.is_file():
         cfg = json.loads(config.read_text())
+        cfg = cfg.get("config", cfg)
         settings = TrainConfig.from_dict(cfg.get("settings", {}))
         seconds = float(cfg.get("train_seconds", 0.0))
     return Member(ckpt, model, meta, settings, seconds)
@@ -69,10 +107,16 @@ def make_ensemble(
     run_dir: Path,
     data_dir: str | None = None,
     root: Path | None = None,
+    average: bool = False,
+    weights: list[float] | None = None,
 ) -> EnsembleResult:
-    """Combine the runs (or checkpoints) ``targets`` into a new run at ``run_dir``."""
+    """Combine the runs (or checkpoints) ``targets`` into a new run at ``run_dir``: a model
+    averaging their probabilities, or with ``average`` their weights."""
     if len(targets) < 2:
         raise CheckpointError("An ensemble needs at least two runs or checkpoints")
+    if weights is not None and not average:
+        raise CheckpointError("--weights goes with --average (an ensemble's members count equally)")
+    shares = _shares(weights, len(targets))
     members = [_member(t, root) for t in targets]
     first = members[0].meta
     for m in members[1:]:
@@ -85,7 +129,16 @@ def make_ensemble(
                 f"{members[0].checkpoint} on {first.get('dataset')!r}: members must share "
                 "a dataset and classes"
             )
-    model = Ensemble([m.model for m in members]).eval()
+    if average:
+        kinds = {m.meta["model"] for m in members}
+        if len(kinds) > 1:
+            raise CheckpointError(
+                f"--average needs members of one architecture, got {', '.join(sorted(kinds))}: "
+                "average a model with its fine-tuned versions (digitrec train --init)"
+            )
+        model = average_weights([m.model for m in members], shares)
+    else:
+        model = Ensemble([m.model for m in members]).eval()
 
     splits = {
         (s.dataset, s.val_size, s.split_seed, s.limit == 0) if s else None
@@ -118,14 +171,15 @@ def make_ensemble(
             "seed": m.settings.seed if m.settings else None,
             "checkpoint": str(m.checkpoint),
             "val_acc": acc,
+            **({"share": share} if average else {}),
         }
-        for m, acc in zip(members, accs, strict=True)
+        for m, acc, share in zip(members, accs, shares, strict=True)
     ]
     seconds = sum(m.train_seconds for m in members)
     row = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds}
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta = {
-        "model": ENSEMBLE,
+        "model": first["model"] if average else ENSEMBLE,
         "members": records,
         "dataset": first.get("dataset", "mnist"),
         "classes": first.get("classes"),
@@ -133,7 +187,7 @@ def make_ensemble(
         "input": [1, 28, 28],
         "params": count_parameters(model),
         "run": run_dir.name,
-        "recipe": ENSEMBLE,
+        "recipe": "average" if average else ENSEMBLE,
         "metrics": row if val_acc is not None else {},
         "created": now,
     }
@@ -146,7 +200,7 @@ def make_ensemble(
             "created": now,
             "command": " ".join(["digitrec", *sys.argv[1:]]) if sys.argv else "",
             "settings": {
-                "model": ENSEMBLE,
+                "model": meta["model"],
                 "dataset": meta["dataset"],
                 "val_size": settings.val_size if settings else None,
                 "split_seed": settings.split_seed if settings else None,

@@ -29,6 +29,7 @@ class TrainConfig:
     rotate: float = 10.0  # degrees of random rotation, with augment
     elastic: float = 0.0  # share of images elastically warped, with augment
     strays: float = 0.0  # share of images given a stray pen line, with augment
+    outline: float = 0.0  # share of images reduced to the outline of their strokes, with augment
     label_smoothing: float = 0.0
     # Decay of an exponential moving average of the weights, updated after every step;
     # 0 = off. With it, validation, checkpoints and callbacks see the average.
@@ -42,6 +43,9 @@ class TrainConfig:
     val_size: int = 5000
     limit: int = 0  # train on only this many training images (quick experiments); 0 = all
     recipe: str = ""
+    # Start from these weights instead of random ones (fine-tuning): a checkpoint, a run,
+    # or "default" for the model shipped in the package. Its model must be this run's.
+    init: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ from pathlib import Path
 from digitrec.errors import CheckpointError, DigitrecError
 
 RUNS_DIR_ENV = "DIGITREC_RUNS_DIR"
+SHIPPED = "default"  # names the model shipped in the package where a run or checkpoint goes
 
 
 def runs_root(flag: str | os.PathLike[str] | None = None) -> Path:
@@ -47,10 +48,14 @@ def resolve_run(arg: str | os.PathLike[str], root: Path | None = None) -> Path:
 
 
 def resolve_checkpoint(arg: str | os.PathLike[str], root: Path | None = None) -> Path:
-    """A checkpoint file, or a run (its best.safetensors)."""
+    """A checkpoint file, a run (its best.safetensors), or ``default``: the shipped model."""
     p = Path(arg)
     if p.is_file():
         return p
+    if str(arg) == SHIPPED and not (root or runs_root()).joinpath(SHIPPED).is_dir():
+        from digitrec.predictor import shipped_model_path
+
+        return shipped_model_path()
     if p.is_dir() or not p.suffix:
         return resolve_run(p, root) / "best.safetensors"
     raise CheckpointError(f"No checkpoint at {p}")

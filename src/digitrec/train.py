@@ -35,9 +35,16 @@ from tqdm import tqdm
 import digitrec
 from digitrec import plots
 from digitrec.augment import Augment, augment_batch
-from digitrec.checkpoint import load_state, load_tree, save_model, save_tree
+from digitrec.checkpoint import (
+    load_model,
+    load_state,
+    load_tree,
+    read_meta,
+    save_model,
+    save_tree,
+)
 from digitrec.data import Dataset, split_indices, to_float
-from digitrec.errors import DigitrecError, Interrupted
+from digitrec.errors import CheckpointError, DigitrecError, Interrupted
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits, build_model, count_parameters, resolve_device
 from digitrec.recipes import TrainConfig
@@ -54,7 +61,38 @@ class TrainResult:
 
 
 def augmentation(cfg: TrainConfig) -> Augment:
-    return Augment(rotate=cfg.rotate, elastic=cfg.elastic, strays=cfg.strays)
+    return Augment(rotate=cfg.rotate, elastic=cfg.elastic, strays=cfg.strays, outline=cfg.outline)
+
+
+def init_checkpoint(cfg: TrainConfig, classes: list[str]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``cfg.init`` names and its metadata, refused unless it can start this run.
+
+    Fine-tuning changes what a model has learned, not what it is: the checkpoint must
+    hold the same architecture, trained on the same classes.
+    """
+    from digitrec.runs import resolve_checkpoint
+
+    path = resolve_checkpoint(cfg.init)
+    meta = read_meta(path)
+    if meta.get("model") != cfg.model:
+        raise CheckpointError(
+            f"--init {cfg.init}: {path} holds a {meta.get('model')!r} model and this run trains "
+            f"{cfg.model!r}; pass --model {meta.get('model')} (or --init a {cfg.model} checkpoint)"
+        )
+    if list(meta.get("classes", [])) != classes:
+        raise CheckpointError(
+            f"--init {cfg.init}: {path} was trained on classes {meta.get('classes')}, this "
+            f"dataset has {classes}; pass the --dataset it was trained on"
+        )
+    return path, meta
+
+
+def initial_weights(cfg: TrainConfig, model: nn.Module, classes: list[str]) -> dict[str, Any]:
+    """Load ``cfg.init``'s weights into ``model``; return where they came from, for config.json."""
+    path, meta = init_checkpoint(cfg, classes)
+    model.load_state_dict(load_model(path)[0].state_dict())
+    keys = ("run", "epoch", "command", "recipe", "test_accuracy")
+    return {"path": str(path), **{k: meta[k] for k in keys if k in meta}}
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -175,6 +213,7 @@ def train(
     torch.manual_seed(cfg.seed)
     spec = data.spec
     model = build_model(cfg.model, data.num_classes, spec.mean, spec.std)
+    init = initial_weights(cfg, model, list(spec.classes)) if cfg.init and not resume else None
     model = model.to(device, memory_format=torch.channels_last)
 
     # Data: the seeded split, as float tensors on the device, once.
@@ -209,7 +248,7 @@ def train(
     best_acc, start_epoch, start_batch = -1.0, 0, 0
     perm = torch.empty(0, dtype=torch.long)
     sums = [0.0, 0.0, 0, 0.0]  # loss sum, correct, seen, seconds so far this epoch
-    config = run_config(cfg, data, run_dir, meta["params"], device)
+    config = {**run_config(cfg, data, run_dir, meta["params"], device), "init": init}
     if resume:
         st = load_tree(run_dir / "state.safetensors")
         load_state(model, st["model"], f"{run_dir}/state.safetensors")
