@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT)
 	$(BIN)/ruff format --check $(LINT)
 
-## default-model: retrain the model shipped inside the package (about 18 minutes on 2 cores)
+## default-model: remake the model shipped inside the package (three steps, about 25 minutes on 2 cores)
 default-model: $(STAMP)
 	$(BIN)/python tools/ship_default_model.py
 

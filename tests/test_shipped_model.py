@@ -13,11 +13,17 @@ from digitrec.predictor import Predictor, shipped_model_path
 def test_shipped_model_records_its_origin():
     meta = read_meta(shipped_model_path())
     record = json.loads(shipped_model_path().with_name("default.json").read_text())
-    assert meta["command"].startswith("digitrec train ") and meta["command"] == record["command"]
+    # the commands that made it, runnable one after another in an empty directory
+    assert meta["command"] == record["command"] == " && ".join(record["steps"])
+    base, tune, average = record["steps"]
+    assert base.startswith("digitrec train --recipe best") and base.endswith("--out base")
+    assert tune.startswith("digitrec train ") and "--init base" in tune
+    assert average == "digitrec ensemble base tuned --average"
     assert meta["test_accuracy"] == record["test"]["accuracy"]
-    assert record["config"]["settings"]["recipe"] == meta["recipe"]
-    assert record["config"]["settings"]["model"] == meta["model"]
+    assert meta["model"] == record["config"]["settings"]["model"] == "best"
+    assert [m["share"] for m in meta["members"]] == [0.5, 0.5]
     assert record["validation"]["val_acc"] == meta["metrics"]["val_acc"]
+    assert record["tuned"]["settings"]["outline"] > 0 and record["base"]["settings"]["seed"] == 0
 
 
 def test_shipped_model_reaches_its_recorded_test_accuracy(mnist):
