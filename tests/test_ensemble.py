@@ -153,6 +153,8 @@ def test_weight_average_refuses_what_it_cannot_average(members, tmp_path):
         make_ensemble(runs, tmp_path / "a", average=True)
     with pytest.raises(CheckpointError, match="one non-negative share per member"):
         make_ensemble([runs[0], runs[0]], tmp_path / "b", average=True, weights=[1, 1, 1])
+    with pytest.raises(CheckpointError, match="one non-negative share per member"):
+        make_ensemble([runs[0], runs[0]], tmp_path / "b", average=True, weights=[1, float("nan")])
     with pytest.raises(CheckpointError, match="--weights goes with --average"):
         make_ensemble(runs, tmp_path / "c", weights=[1, 2])
     assert not any((tmp_path / d).exists() for d in "abc")

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ensemble",
         help="average several runs into one model, written as a new run",
         description="Combine runs (or checkpoints) into one model whose probabilities are the "
-        "mean of theirs. The result is a run like any other: evaluate, predict, serve, gui and "
-        "export take it.",
+        "mean of theirs, or with --average whose weights are the mean of theirs. The result is "
+        "a run like any other: evaluate, predict, serve, gui and export take it.",
     )
     p.add_argument(
         "members", nargs="+", metavar="RUN|CHECKPOINT", help="'default' is the shipped model"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ def average_weights(models: list[torch.nn.Module], weights: list[float]) -> torc
 def _shares(weights: list[float] | None, n: int) -> list[float]:
     if weights is None:
         return [1 / n] * n
-    if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+    bad = any(not math.isfinite(w) or w < 0 for w in weights)
+    if len(weights) != n or bad or sum(weights) <= 0:
         raise CheckpointError(
             f"--weights: give one non-negative share per member ({n}), not all zero; got {weights}"
         )
