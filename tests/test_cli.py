@@ -66,7 +66,7 @@ def test_train_runs_evaluate(tmp_path):
 def test_every_training_setting_has_a_flag_that_reaches_the_run(trained_run, tmp_path):
     flags = {"epochs": 1, "batch_size": 64, "lr": 0.002, "optimizer": "sgd",
              "weight_decay": 0.001, "schedule": "cosine", "rotate": 5.0, "elastic": 0.1,
-             "strays": 0.1, "outline": 0.2, "init": str(trained_run.run_dir),
+             "strays": 0.1, "outline": 0.2, "init": trained_run.run_dir.name,
              "label_smoothing": 0.05, "ema": 0.9, "early_stop": 3, "seed": 4,
              "split_seed": 2, "device": "cpu", "val_size": 1000, "limit": 500,
              "dataset": "mnist"}  # fmt: skip
@@ -74,10 +74,15 @@ def test_every_training_setting_has_a_flag_that_reaches_the_run(trained_run, tmp
     assert settings == set(flags)  # a new setting needs a flag here (and in the CLI)
     args = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
     r = run_cli("train", "--model", "fast", "--augment", *args, "--out", str(tmp_path / "r"),
-                "--no-progress")  # fmt: skip
+                "--runs-dir", str(trained_run.run_dir.parent), "--no-progress")  # fmt: skip
     assert r.returncode == 0, r.stderr
     got = json.loads((tmp_path / "r" / "config.json").read_text())["settings"]
-    assert {k: got[k] for k in flags} == flags and got["augment"] is True
+    # --init by a run's name, found under --runs-dir, recorded as the file it resolved to
+    assert got.pop("init") == str(trained_run.run_dir / "best.safetensors")
+    assert {k: got[k] for k in flags if k != "init"} == {
+        k: v for k, v in flags.items() if k != "init"
+    }
+    assert got["augment"] is True
     assert json.loads((tmp_path / "r" / "config.json").read_text())["init"]["run"] == "fast-1epoch"
 
 

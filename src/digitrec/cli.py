@@ -289,6 +289,10 @@ def cmd_train(args) -> int:
         # Every setting that has a flag: a new setting cannot be silently ignored.
         names = {f.name for f in fields(TrainConfig)} - {"model", "recipe"}
         overrides = {k: getattr(args, k) for k in names if hasattr(args, k)}
+        if args.init:  # a run's name is looked for under --runs-dir, as everywhere else
+            overrides["init"] = str(
+                runs.resolve_checkpoint(args.init, runs.runs_root(args.runs_dir))
+            )
         cfg = make_config(args.recipe, args.model, overrides)
     ds = data.load_dataset(cfg.dataset, args.data_dir)
     if not args.resume:
