@@ -149,6 +149,8 @@ def test_model_health_and_docs(client):
     assert m["name"] == SHIPPED["model"] and m["parameters"] > 0
     assert m["test_accuracy"] == SHIPPED["test_accuracy"]
     assert m["command"].startswith("digitrec train")
+    # the shipped model, a weight average, has a run and no epoch: its version is the run
+    assert "epoch" not in SHIPPED and m["version"] == SHIPPED["run"] == "shipped"
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"ready": True}
     assert client.get("/docs").status_code == 200

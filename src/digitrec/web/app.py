@@ -340,9 +340,10 @@ def create_app(
 
 
 def model_version(p: Predictor) -> str:
-    """Which weights: the run they came from and the epoch chosen on validation."""
-    meta = p.meta
-    return f"{meta.get('run') or 'unknown'}@{meta.get('epoch', '?')}"
+    """Which weights: the run they came from and the epoch chosen on validation (an
+    ensemble or a weight average, the shipped model among them, has no epoch)."""
+    run, epoch = p.meta.get("run") or "unknown", p.meta.get("epoch")
+    return run if epoch is None else f"{run}@{epoch}"
 
 
 class NoDelayHTTP(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
