@@ -214,6 +214,27 @@ def test_a_dashed_loop_is_kept_dash_by_dash():
     assert not kept[111, 6]
 
 
+def test_a_fine_pens_pieces_a_gap_away_are_kept_even_at_the_border():
+    """A fine pen breaks where strokes meet. A 9's tail that starts a few pixels below its
+    loop and runs off the bottom edge is the digit's, not a paper edge; so is a short
+    hook beside a narrow stem, outside the stem's box. A mark along the far edge and a
+    speck well away from both stay out."""
+    from digitrec.preprocess import keep_digit
+
+    ys, xs = np.mgrid[0:120, 0:120]
+    mask = np.abs(np.hypot(ys - 35, xs - 60) - 18) < 1.5  # the loop
+    mask[50:120, 77:80] = True  # the tail: 4 px below the loop, down to the border
+    mask[:, 0:3] = True  # the paper's edge
+    assert keep_digit(mask)[100, 78] and not keep_digit(mask)[60, 1]
+
+    stem = np.zeros((120, 120), bool)
+    stem[20:100, 60:63] = True
+    stem[96:98, 66:76] = True  # a hook 3 px to the right of the stem
+    stem[30:32, 90:92] = True  # a speck
+    kept = keep_digit(stem)
+    assert kept[97, 70] and not kept[30, 90]
+
+
 def test_deskew_straightens_a_slanted_bar():
     bar = np.zeros((28, 28), np.uint8)
     for r in range(4, 24):

@@ -280,12 +280,19 @@ def otsu(values: np.ndarray) -> float:
     return float(centers[int(np.argmax(between))])
 
 
+# A fine pen's line breaks where strokes meet: pieces this close (a share of the image's
+# side) are one digit. On 1,000 validation renders, 0.045 / 0.06 / 0.08 took thin pens
+# from 96.9% to 98.0 / 98.3 / 98.3%, spatter 95.5% to 95.6% (0.09: 98.4%, spatter 94.2%).
+PEN_GAP = 0.06
+
+
 def keep_digit(mask: np.ndarray, link: np.ndarray | None = None) -> np.ndarray:
     """The connected components that make up the digit.
 
     Drops specks (tiny next to the largest component), marks that touch the image
     border while something larger does not (paper edges, a finger, a neighbour's
-    stroke), and ruled lines running from the left edge to the right. ``link``, a
+    stroke) unless they come within ``PEN_GAP`` of the digit, and ruled lines running
+    from the left edge to the right. ``link``, a
     fainter mask containing ``mask``, joins pieces that faint ink connects (a fine pen's
     line dips below the threshold here and there): they are judged as one.
     """
@@ -331,14 +338,24 @@ def keep_digit(mask: np.ndarray, link: np.ndarray | None = None) -> np.ndarray:
         ys, xs = boxes[i]
         return ys.start, ys.stop, xs.start, xs.stop
 
+    # Pieces of a broken stroke lie near the digit; specks and smudges lie apart. "Near" is
+    # within the kept box grown by a quarter, or within a pen's gap of kept ink (a fine
+    # pen breaks where strokes meet), and grows with what is kept: the dashes of a loop
+    # reach the stem one by one. Marks touching the border join only by the gap: a 9's
+    # tail running off a tight canvas does, a paper edge across the page does not.
     y0, y1, x0, x1 = extent(main)
-    pieces = [i for i in candidates if not keep[i + 1] and areas[i] >= 0.005 * areas[main]]
-    while pieces:
+    small = 0.005 * areas[main]
+    pieces = [i for i in candidates if not keep[i + 1] and areas[i] >= small]
+    edge = [i for i in unruled if i not in candidates and areas[i] >= small]
+    gap = max(2, round(PEN_GAP * max(h, w)))
+    while pieces or edge:
+        close = set(np.unique(labels[grow(keep[labels], gap)]).tolist())
         py, px = 0.25 * (y1 - y0), 0.25 * (x1 - x0)
-        near = []
+        near = [i for i in edge if i + 1 in close]
         for i in pieces:
             a0, a1, b0, b1 = extent(i)
-            if a1 >= y0 - py and a0 <= y1 + py and b1 >= x0 - px and b0 <= x1 + px:
+            inside = a1 >= y0 - py and a0 <= y1 + py and b1 >= x0 - px and b0 <= x1 + px
+            if inside or i + 1 in close:
                 near.append(i)
         if not near:
             break
@@ -347,6 +364,7 @@ def keep_digit(mask: np.ndarray, link: np.ndarray | None = None) -> np.ndarray:
             a0, a1, b0, b1 = extent(i)
             y0, y1, x0, x1 = min(y0, a0), max(y1, a1), min(x0, b0), max(x1, b1)
         pieces = [i for i in pieces if not keep[i + 1]]
+        edge = [i for i in edge if not keep[i + 1]]
     return keep[labels]
 
 
