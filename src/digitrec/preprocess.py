@@ -298,7 +298,7 @@ def keep_digit(mask: np.ndarray, link: np.ndarray | None = None) -> np.ndarray:
     """
     h, w = mask.shape
     labels, n = ndimage.label(mask if link is None else link, structure=np.ones((3, 3)))
-    if n == 0:
+    if n <= 1:  # one piece (most drawings): it is the digit, whatever it touches
         return mask
     areas = np.bincount(labels[mask], minlength=n + 1)[1:]
     # Each piece is where its ink above the threshold is: faint ink links, nothing more.
