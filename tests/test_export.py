@@ -49,11 +49,13 @@ def test_every_model_round_trips_through_onnx(tmp_path, name):
             assert torch.allclose(runtime(x), model(x), atol=1e-4)
 
 
-def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys):
+def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys, caplog):
     """The real thing on the trained run: the parity check on all 10,000 test images,
-    and a static int8 model within 0.1 points of the float accuracy."""
+    and a static int8 model within 0.1 points of the float accuracy. onnxruntime's
+    warning for each batch norm it quantizes per tensor does not reach the user."""
     out = tmp_path / "fast.onnx"
     torch_row, f32, int8 = export(trained_run.run_dir, out, quantize="int8")
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
     assert torch_row.name == "pytorch" and 0.97 < torch_row.accuracy < 1
     assert f32.agreement >= 0.9999 and f32.max_diff <= 1e-4
     assert f32.accuracy == pytest.approx(torch_row.accuracy, abs=1e-4)
