@@ -101,12 +101,54 @@ def canvas_transparent(d, rng):
 
 
 def thin(d, rng):
-    """A fine pen: a band about 3 px wide along the strokes' centre lines (where the
-    distance to the stroke's edge is within 1.5 px of its local maximum)."""
+    """A thin pen that skips: a band about 3 px wide along the strokes' ridges (where the
+    distance to the stroke's edge is within 1.5 px of its local maximum). Ridges break
+    where strokes meet or bulge: 495 of 500 renders come in more pieces than the digit
+    they were drawn from, and 174 lose a loop (an 8 without its crossing)."""
     strokes = drawn(d, rng, 180, 250) > 0.5
     dist = ndimage.distance_transform_edt(strokes)
     centre = strokes & (dist >= ndimage.maximum_filter(dist, size=9) - 1.5)
     return to_u8(1 - ndimage.gaussian_filter(centre.astype(np.float32), 0.7))
+
+
+def fine(d, rng):
+    """A fine pen drawn in one unbroken line: the strokes' skeleton (same pieces and
+    loops as the digit), about 3 px wide, like ``thin`` but without its breaks."""
+    line = ndimage.binary_dilation(skeleton(drawn(d, rng, 180, 250) > 0.5))
+    return to_u8(1 - ndimage.gaussian_filter(line.astype(np.float32), 0.7))
+
+
+def eroded(d, rng):
+    """Thin strokes as the issue names them: the drawing eroded by 60 to 80% of its strokes'
+    typical half-width (parts of a stroke narrower than that break off, as erosion does)."""
+    strokes = drawn(d, rng, 180, 250) > 0.5
+    dist = ndimage.distance_transform_edt(strokes)
+    ridge = strokes & (dist >= ndimage.maximum_filter(dist, size=3))
+    kept = dist > rng.uniform(0.6, 0.8) * np.median(dist[ridge])
+    return to_u8(1 - ndimage.gaussian_filter(kept.astype(np.float32), 0.7))
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang & Suen's thinning (1984): peel border pixels whose removal keeps the shape
+    connected, in two alternating passes, down to lines one pixel wide."""
+    m = np.pad(mask.astype(bool), 1)
+    changed = True
+    while changed:
+        changed = False
+        for first in (True, False):
+            # Neighbours clockwise from north: P2, P3, ..., P9.
+            n = [m[:-2, 1:-1], m[:-2, 2:], m[1:-1, 2:], m[2:, 2:],
+                 m[2:, 1:-1], m[2:, :-2], m[1:-1, :-2], m[:-2, :-2]]  # fmt: skip
+            count = sum(x.astype(np.uint8) for x in n)
+            rises = sum((~n[i] & n[(i + 1) % 8]).astype(np.uint8) for i in range(8))
+            p2, p4, p6, p8 = n[0], n[2], n[4], n[6]
+            side = (p2 & p4 & p6) | (p4 & p6 & p8) if first else (p2 & p4 & p8) | (p2 & p6 & p8)
+            drop = m[1:-1, 1:-1] & (count >= 2) & (count <= 6) & (rises == 1) & ~side
+            if drop.any():
+                m = m.copy()
+                m[1:-1, 1:-1] &= ~drop
+                changed = True
+    return m[1:-1, 1:-1]
 
 
 def thick(d, rng):
@@ -282,4 +324,7 @@ VARIANTS: dict[str, tuple[str, Variant]] = {
     "mnist-c canny edges": ("mnist-c", canny_edges),
     "mnist-c dotted line": ("mnist-c", dotted_line),
     "mnist-c spatter": ("mnist-c", spatter),
+    # Last, so that adding them left every other variant's random renders as they were.
+    "fine pen": ("stroke", fine),
+    "eroded strokes": ("stroke", eroded),
 }
