@@ -343,3 +343,51 @@ def test_unused_channels_are_dropped_without_changing_the_grey_values(mnist):
     assert drop_unused_channels(Image.fromarray(red, "RGB")).mode == "RGB"
     same_page = preprocess(Image.fromarray(rgba, "RGBA"))
     assert np.array_equal(same_page.image, preprocess(grey).image)
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "CMYK", "I;16", "F", "HxWx1"])
+def test_every_image_mode_above_the_working_size_reads_as_the_same_digit(mnist, mode):
+    """GIF palettes (with transparency too), CMYK JPEGs, 16-bit PNG scans, float images
+    and (H, W, 1) arrays take their own paths into the pipeline before the 128 px
+    downscale. (16-bit greys were clipped at 255 by PIL: the digit read as blank.)"""
+    digit = mnist.test_images[4].numpy()
+    page = 255 - big_digit(digit, 200, offset=(50, 40), canvas=(300, 300))
+    reference = preprocess(page)
+    img = Image.fromarray(page)
+    if mode == "P":
+        src = encode(img.convert("P"), "GIF")
+    elif mode == "PA":  # the paper transparent, as a GIF exporter writes it
+        src = encode(img.convert("P"), "GIF", transparency=img.convert("P").getpixel((0, 0)))
+    elif mode == "CMYK":
+        src = encode(img.convert("CMYK"), "JPEG", quality=95)
+    elif mode == "I;16":
+        src = encode(Image.fromarray(page.astype(np.uint16) * 257), "PNG")
+        assert Image.open(io.BytesIO(src)).mode == "I;16"
+    elif mode == "F":
+        src = Image.fromarray(page.astype(np.float32) / 255)
+    else:
+        src = page[..., None]
+    out = preprocess(src)
+    assert not out.blank and out.steps[0] == "downscaled to 128x128", out.steps
+    assert np.corrcoef(out.image.ravel(), reference.image.ravel())[0, 1] > 0.95
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_ink_as_bright_as_its_paper_is_found_by_colour():
+    """Red ink on green paper of nearly the same luminance: no grey contrast to speak of,
+    so the digit is found by its colour distance from the paper."""
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    rgb[:] = (0, 150, 0)  # luminance 88
+    rgb[(r > 45) & (r < 60)] = (255, 0, 0)  # luminance 76
+    out = preprocess(rgb)
+    assert "colour contrast" in out.steps and not out.blank
+    ring = out.image > 0.5
+    assert ring.any() and not ring[12:16, 12:16].any()  # a ring (a 0), hollow at the centre
+    assert preprocess(rgb, robust=False).steps.count("colour contrast") == 0

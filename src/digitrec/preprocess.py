@@ -109,12 +109,32 @@ def _from_array(a: np.ndarray, limit: int) -> Image.Image:
     _check_size((a.shape[1], a.shape[0]), "array", limit)
     if not np.isfinite(a).all():
         raise ImageError("the array has NaN or infinite values")
-    if a.dtype != np.uint8:
-        a = np.asarray(a, dtype=np.float64)
-        if a.max(initial=0) <= 1.0 and a.min(initial=0) >= 0.0:
-            a = a * 255.0  # floats in [0, 1]
-        a = np.clip(a, 0, 255).round().astype(np.uint8)
-    return Image.fromarray(a)
+    return Image.fromarray(_to_uint8(a))
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (floats, or a 0/1 mask) and values above 255 (16-bit scans,
+    12-bit sensors) scaled to 0..255; anything else taken as 8-bit values and clipped."""
+    if a.dtype == np.uint8:
+        return a
+    a = np.asarray(a, dtype=np.float64)
+    top = a.max(initial=0)
+    if top <= 1.0 and a.min(initial=0) >= 0.0:
+        a = a * 255.0
+    elif top > 255:
+        a = a * (255.0 / top)
+    return np.clip(a, 0, 255).round().astype(np.uint8)
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as 8-bit grey, scaled rather than clipped.
+
+    PIL's own conversion clips at 255, so a 16-bit scan's greys all turned white and its
+    digit read as blank.
+    """
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return Image.fromarray(_to_uint8(np.asarray(img)))
+    return img
 
 
 def drop_unused_channels(img: Image.Image) -> Image.Image:
@@ -149,8 +169,8 @@ def flatten(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         opaque = alpha[..., 0] > 0.5
         background = 0.0 if opaque.any() and float(lum[opaque].mean()) > 0.5 else 1.0
         rgb = rgba[..., :3] * alpha + background * (1.0 - alpha)
-    elif img.mode in ("L", "1", "I", "I;16", "F"):
-        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0, None
+    elif img.mode in ("L", "1", "I", "F") or img.mode.startswith("I;16"):
+        return np.asarray(eight_bit(img).convert("L"), dtype=np.float32) / 255.0, None
     else:
         rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     gray = rgb @ weights
@@ -569,7 +589,7 @@ def preprocess(
     """
     img = full = ImageOps.exif_transpose(open_image(src, max_pixels))
     result = Preprocessed(np.zeros((28, 28), np.float32), source_size=img.size)
-    img = drop_unused_channels(img)
+    img = drop_unused_channels(eight_bit(img))
     if max(img.size) > WORK_SIDE:  # area-average in PIL's C code before any numpy work
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
