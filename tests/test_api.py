@@ -123,6 +123,10 @@ def bomb() -> bytes:
         ({"json": {"pixels": [[1, 2], [3]]}}, 422, "pixels"),
         ({"json": {"pixels": [300] * 784}}, 422, "[0, 255]"),
         ({"json": {"image": "%%%not base64"}}, 422, "base64"),
+        ({"json": {"image": 123}}, 422, "non-empty base64 string"),
+        ({"json": {"image": "data:image/png,iVBORw0KGgo="}}, 422, "only base64 data URLs"),
+        ({"content": (b"x" * 100_000 for _ in range(21)),  # chunked: no content-length
+          "headers": {"content-type": "image/png"}}, 413, "limit"),
         ({"json": {"picture": "x"}}, 422, '"image" or "pixels"'),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
         ({"files": {"upload": ("d.png", b"x", "image/png")}}, 422, '"file"'),
@@ -142,6 +146,8 @@ def test_bad_batches(client):
     assert r.status_code == 422 and "images[1]" in r.json()["detail"]
     r = client.post("/api/predict/batch", content=b"x", headers={"content-type": "image/png"})
     assert r.status_code == 415
+    r = client.post("/api/predict/batch", json={"image": "x"})
+    assert r.status_code == 422 and '{"images": [' in r.json()["detail"]
 
 
 def test_model_health_and_docs(client):
