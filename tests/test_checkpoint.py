@@ -57,6 +57,13 @@ def test_foreign_safetensors_without_metadata(tmp_path):
         load_model(path)
 
 
+def test_corrupt_digitrec_metadata(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path), metadata={"digitrec": '{"model": "fast",'})
+    with pytest.raises(CheckpointError, match="corrupt digitrec metadata"):
+        load_model(path)
+
+
 def test_architecture_mismatch_names_what_differs(tmp_path):
     path = tmp_path / "m.safetensors"
     save_model(path, build_model("fast"), {**META, "model": "cnn"})
