@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -29,12 +29,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 import digitrec
 from digitrec.errors import ImageError, ImageTooLarge
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import MAX_PIXELS, Preprocessed
+from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, request_body
 
 STATIC = resources.files("digitrec.web") / "static"
 SOURCE_ENV = "DIGITREC_MODEL_SOURCE"
@@ -248,6 +251,35 @@ def create_app(
         except ImageError as exc:
             raise BadRequest(422, str(exc)) from None
 
+    async def read_form(request: Request) -> FormData:
+        """The multipart form, parsed from a stream cut off at the body limit (a chunked
+        upload declares no length to check first), its parser's errors in our words."""
+
+        async def limited() -> AsyncGenerator[bytes, None]:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise BadRequest(
+                        413, f"the upload is over the {limits.max_body_bytes:,}-byte limit"
+                    )
+                yield chunk
+
+        parser = MultiPartParser(
+            request.headers,
+            limited(),
+            max_files=limits.max_batch,
+            max_part_size=limits.max_body_bytes,
+        )
+        try:
+            return await parser.parse()
+        except MultiPartException as exc:
+            if "Too many files" in exc.message:
+                raise BadRequest(422, f"send at most {limits.max_batch} files") from None
+            raise BadRequest(
+                422, f"the multipart upload cannot be read ({exc.message}); send a standard form"
+            ) from None
+
     async def items_from(request: Request, batch: bool) -> list[bytes | np.ndarray]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
@@ -256,14 +288,15 @@ def create_app(
                 raise BadRequest(
                     413, f"the upload is over the {limits.max_body_bytes:,}-byte limit"
                 )
-            form = await request.form(
-                max_files=limits.max_batch, max_part_size=limits.max_body_bytes
-            )
-            files = [f for f in form.getlist("files" if batch else "file") if hasattr(f, "read")]
-            if not files:
+            form = await read_form(request)
+            try:
                 field = "files" if batch else "file"
-                raise BadRequest(422, f'send the image in a multipart field named "{field}"')
-            return [await f.read() for f in files]
+                files = [f for f in form.getlist(field) if hasattr(f, "read")]
+                if not files:
+                    raise BadRequest(422, f'send the image in a multipart field named "{field}"')
+                return [await f.read() for f in files]
+            finally:
+                await form.close()
         body = await read_body(request, limits.max_body_bytes)
         if ctype.startswith("image/") and not batch:
             return [body]
@@ -283,7 +316,13 @@ def create_app(
         )
         raise BadRequest(415, f"content type {ctype or '(none)'} is not accepted; send {accepted}")
 
-    @app.post("/api/predict", summary="Recognize one digit")
+    @app.post(
+        "/api/predict",
+        summary="Recognize one digit",
+        response_model=None,
+        responses={200: {"model": PredictionBody, "description": "The prediction"}, **ERRORS},
+        openapi_extra=request_body(batch=False),
+    )
     async def predict(request: Request) -> dict[str, Any]:
         """Send a multipart upload (field `file`), a raw image body (`image/png`,
         `image/jpeg`, ...), or JSON `{"image": "<base64 or data URL>"}` or
@@ -294,7 +333,13 @@ def create_app(
         [pred] = await run(items, p)
         return result(pred, p, started)
 
-    @app.post("/api/predict/batch", summary="Recognize many digits")
+    @app.post(
+        "/api/predict/batch",
+        summary="Recognize many digits",
+        response_model=None,
+        responses={200: {"model": BatchBody, "description": "One per image"}, **ERRORS},
+        openapi_extra=request_body(batch=True),
+    )
     async def predict_batch(request: Request) -> dict[str, Any]:
         """Multipart (fields `files`) or JSON `{"images": [{"image": ...}, {"pixels": ...}]}`."""
         started = time.perf_counter()
@@ -302,7 +347,7 @@ def create_app(
         preds = await run(await items_from(request, batch=True), p)
         return {"predictions": [result(pr, p, started) for pr in preds]}
 
-    @app.get("/api/model", summary="The loaded model")
+    @app.get("/api/model", summary="The loaded model", responses={503: ERRORS[503]})
     async def model() -> dict[str, Any]:
         p = get_predictor()
         meta = p.meta
@@ -326,7 +371,11 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: the model is loaded")
+    @app.get(
+        "/readyz",
+        summary="Readiness: the model is loaded",
+        responses={503: {"description": 'Not yet: `{"ready": false}`'}},
+    )
     async def readyz() -> JSONResponse:
         ready = state["predictor"] is not None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)

@@ -1,0 +1,94 @@
+"""What the API's OpenAPI document (and so ``/docs``) says about its bodies and errors.
+
+The endpoints read the request themselves (one endpoint takes multipart, raw image bytes
+and JSON alike, which a single typed parameter cannot express) and return plain dicts
+(no per-request validation cost), so these models only document: the request bodies
+each endpoint reads, the response fields, and every error status with its JSON shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What was wrong, in one sentence, and what to send instead")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str = Field(description="The run and epoch the weights come from")
+
+
+class PredictionBody(BaseModel):
+    digit: int | None = Field(description="0-9, or null when the image holds no digit")
+    label: str
+    confidence: float = Field(description="The probability of the predicted digit")
+    probabilities: list[float] = Field(description="One per class, 0 to 9, summing to 1")
+    uncertain: bool = Field(description="Confidence under the threshold, or a blank image")
+    blank: bool
+    preprocessing: dict[str, Any] = Field(
+        description="What the pipeline did: inverted, ink box in the source, scale, steps"
+    )
+    image: str = Field(description="The 28x28 image the model saw, a base64 PNG")
+    model: ModelRef
+    latency_ms: float = Field(description="Server-side time for this request")
+
+
+class BatchBody(BaseModel):
+    predictions: list[PredictionBody] = Field(description="In the order the images were sent")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _error("The body is over the byte limit, or the image over the pixel limit"),
+    415: _error("A content type the endpoint does not read"),
+    422: _error("Not a readable image, bad base64 or JSON, or pixels of the wrong count/range"),
+    503: _error("The model is still loading"),
+}
+
+_BINARY = {"type": "string", "format": "binary"}
+_PIXELS = {
+    "type": "array",
+    "description": "784 values, or 28 rows of 28, in [0, 1] or [0, 255], light digit on dark",
+    "items": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+}
+_IMAGE_JSON = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"image": {"type": "string", "description": "base64 or a data URL"}},
+            "required": ["image"],
+        },
+        {"type": "object", "properties": {"pixels": _PIXELS}, "required": ["pixels"]},
+    ]
+}
+
+
+def request_body(batch: bool) -> dict[str, Any]:
+    """The ``requestBody`` of /api/predict (``batch=False``) or /api/predict/batch."""
+    field = "files" if batch else "file"
+    upload = {"type": "array", "items": _BINARY} if batch else _BINARY
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {field: upload}, "required": [field]}
+        },
+    }
+    if batch:
+        content["application/json"] = {
+            "schema": {
+                "type": "object",
+                "properties": {"images": {"type": "array", "items": _IMAGE_JSON}},
+                "required": ["images"],
+            }
+        }
+    else:
+        for kind in ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif"):
+            content[kind] = {"schema": _BINARY}
+        content["application/json"] = {"schema": _IMAGE_JSON}
+    return {"requestBody": {"required": True, "content": content}}
