@@ -18,6 +18,7 @@ from digitrec.preprocess import (
     preprocess,
     quantiles,
     shrink,
+    stroke_width,
 )
 
 
@@ -391,3 +392,24 @@ def test_ink_as_bright_as_its_paper_is_found_by_colour():
     ring = out.image > 0.5
     assert ring.any() and not ring[12:16, 12:16].any()  # a ring (a 0), hollow at the centre
     assert preprocess(rgb, robust=False).steps.count("colour contrast") == 0
+
+
+def test_a_stroke_filling_its_crop_is_measured_not_thinned_away():
+    """Found by fuzzing: a hard-edged bar fills its crop, and with no background inside
+    the crop its width read as the crop's; thinning then erased it and centring divided
+    by zero (a 500 from the server)."""
+    assert stroke_width(np.ones((12, 80), np.float32)) == pytest.approx(11, abs=1)
+    strip = np.zeros((64, 500), np.uint8)
+    strip[27:33, 230:270] = 255
+    out = preprocess(strip)
+    assert not out.blank and out.box == (230, 27, 270, 33)
+    assert out.image.max() > 0.5 and np.isfinite(out.image).all()
+
+
+def test_a_thin_strip_maps_its_box_back_inside_the_image():
+    """300x3 works at 1x128 px: the two axes scale by 1/3 and 0.43, and one factor for
+    both put the digit's box past the bottom edge (the second look then crashed)."""
+    strip = np.zeros((300, 3), np.uint8)
+    strip[290:296] = 255
+    out = preprocess(strip)
+    assert out.box is not None and out.box[3] <= 300 and out.box[1] == 290

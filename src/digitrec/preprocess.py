@@ -483,7 +483,9 @@ def stroke_width(a: np.ndarray) -> float:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         mask = (sizes >= 0.05 * sizes.sum())[labels]
-    dist = ndimage.distance_transform_edt(mask)
+    # Beyond the crop is background: without this border a stroke filling its crop (a
+    # hard-edged bar) measured as wide as the crop, and was thinned away.
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     ridge = dist >= _square_max(dist, 1, 0.0)  # 0 is at or below every distance
     return float(2 * dist[ridge & mask].mean() - 1)
 
@@ -505,8 +507,9 @@ def normalize_stroke(a: np.ndarray) -> tuple[np.ndarray, str | None]:
             return ndimage.grey_dilation(a, footprint=disk(r)), f"thickened strokes (r={r})"
     elif width > hi:  # only down to MNIST's boldest, which the models know well
         r = round((width - hi) * max(a.shape) / 2)
-        if r >= 1:
-            return ndimage.grey_erosion(a, footprint=disk(r)), f"thinned strokes (r={r})"
+        thinned = ndimage.grey_erosion(a, footprint=disk(r)) if r >= 1 else a
+        if r >= 1 and thinned.max() >= 0.5 * a.max():  # never thinned away
+            return thinned, f"thinned strokes (r={r})"
     return a, None
 
 
@@ -661,7 +664,12 @@ def preprocess(
 
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    result.box = tuple(round(v / scale) for v in (x0, y0, x1, y1))  # type: ignore[assignment]
+    # Per axis: rounding the working size makes the two factors differ for thin strips
+    # (300x3 -> 128x1), and one factor mapped a box past the image's edge.
+    sx, sy = gray.shape[1] / result.source_size[0], gray.shape[0] / result.source_size[1]
+    sw, sh = result.source_size
+    result.box = (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
+                  max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
     if robust and refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
         # A small digit in a large image: look again at the source around it, at full
         # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
@@ -682,6 +690,8 @@ def preprocess(
             result.steps.append(note)
             crop = work
     small = np.clip(fit(crop, 20), 0.0, 1.0)
+    if not small.any():  # a sliver of ink averaged away at 20 px: nothing to centre
+        return _blank(result)
     result.steps.append("fitted into 20x20")
     inked = small[small > 0.05]
     level = float(quantiles(inked, [0.9])[0]) if robust and inked.size else 1.0
