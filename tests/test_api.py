@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 from typing import ClassVar
 
@@ -189,7 +190,10 @@ def test_model_health_and_docs(client):
     assert "epoch" not in SHIPPED and m["version"] == SHIPPED["run"] == "shipped"
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"ready": True}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text  # Swagger UI served offline
+    for asset in re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', docs.text):
+        assert client.get(asset).status_code == 200, asset
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
     assert client.get("/static/app.js").status_code == 200

@@ -27,6 +27,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -222,7 +223,8 @@ def create_app(
             state["predictor"].source = os.environ.get(SOURCE_ENV, state["predictor"].source)
         yield
 
-    app = FastAPI(
+    # FastAPI's own /docs loads Swagger UI from a CDN: a blank page offline.
+    app = FastAPIOffline(
         title="digitrec",
         version=digitrec.__version__,
         description="Handwritten digit recognition. Draw at `/`, or POST images to `/api/predict`.",
