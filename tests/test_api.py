@@ -145,7 +145,7 @@ def bomb() -> bytes:
           "headers": {"content-type": "multipart/form-data; boundary=b"}}, 422, "cannot be read"),
         ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 422, "boundary"),
         ({"content": (part for part in MULTIPART_BIG),  # chunked: no content-length to check
-          "headers": {"content-type": "multipart/form-data; boundary=b"}}, 413, "upload is over"),
+          "headers": {"content-type": "multipart/form-data; boundary=b"}}, 413, "body is over"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_4xx_with_a_reason(client, kwargs, status, words):

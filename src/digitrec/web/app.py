@@ -172,13 +172,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BadRequest(413, f"the body is {int(declared):,} bytes; the limit is {limit:,}")
-    chunks, size = [], 0
+    return b"".join([chunk async for chunk in limited_stream(request, limit)])
+
+
+async def limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    """The body's chunks, cut off with 413 once they pass ``limit`` bytes (a chunked
+    upload declares no length to check beforehand)."""
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise BadRequest(413, f"the body is over the {limit:,}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 def parse_json(body: bytes) -> Any:
@@ -254,22 +259,11 @@ def create_app(
             raise BadRequest(422, str(exc)) from None
 
     async def read_form(request: Request) -> FormData:
-        """The multipart form, parsed from a stream cut off at the body limit (a chunked
-        upload declares no length to check first), its parser's errors in our words."""
-
-        async def limited() -> AsyncGenerator[bytes, None]:
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limits.max_body_bytes:
-                    raise BadRequest(
-                        413, f"the upload is over the {limits.max_body_bytes:,}-byte limit"
-                    )
-                yield chunk
-
+        """The multipart form, parsed from the body cut off at its limit, its parser's
+        errors in our words."""
         parser = MultiPartParser(
             request.headers,
-            limited(),
+            limited_stream(request, limits.max_body_bytes),
             max_files=limits.max_batch,
             max_part_size=limits.max_body_bytes,
         )
