@@ -1,8 +1,9 @@
 import math
 
 import torch
+from scipy import ndimage
 
-from digitrec.augment import Augment, augment_batch, random_matrices
+from digitrec.augment import Augment, augment_batch, random_matrices, redrawn, skeleton
 
 AFFINE_ONLY = {
     "stroke": 0,
@@ -146,12 +147,49 @@ def test_outline_hollows_thick_strokes_and_keeps_thin_ones():
     assert 0.35 < hollow < 0.65
 
 
+def test_skeleton_is_one_pixel_wide_and_keeps_pieces_and_loops():
+    ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    r = ((ys - 14) ** 2 + (xs - 14) ** 2).sqrt()
+    ring = (r > 5) & (r < 11)  # a loop 6 px thick
+    bar = (ys > 30) & (ys < 36) & (xs > 4) & (xs < 36)  # and a separate bar
+    mask = (ring | bar).to(torch.uint8)[None, None]
+    line = skeleton(mask.clone())[0, 0].numpy().astype(bool)
+    assert not (line & ~(ring | bar).numpy()).any()  # only ever removes ink
+    assert ndimage.label(line, structure=[[1, 1, 1]] * 3)[1] == 2  # the two pieces
+    assert ndimage.label(~line)[1] == 2  # the loop still encloses its hole
+    blocks = line[:-1, :-1] & line[1:, :-1] & line[:-1, 1:] & line[1:, 1:]
+    assert not blocks.any() and line.sum() < 0.35 * mask.sum()  # lines, not areas
+    assert torch.equal(skeleton(skeleton(mask.clone())), skeleton(mask.clone()))  # idempotent
+
+
+def test_pen_redraws_uneven_strokes_at_one_width():
+    x = torch.zeros(3, 1, 28, 28)
+    x[:, 0, 4:24, 8:10] = 1.0  # a stroke 2 px wide
+    x[:, 0, 4:24, 16:22] = 1.0  # and one 6 px wide
+    out = redrawn(x, torch.tensor([1, 2, 3]))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    width = (out[:, 0, 14] > 0.25).float()  # the ink across row 14
+    thin, thick = width[:, :13].sum(1), width[:, 13:].sum(1)
+    assert torch.equal(thin, thick)  # both strokes now as wide as each other
+    assert thin[0] < thin[1] < thin[2]  # and as wide as asked
+    only_pen = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "pen": 1.0})
+    a = augment_batch(x, only_pen, torch.Generator().manual_seed(0))
+    assert torch.equal(a, augment_batch(x, only_pen, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, x)
+    half = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "pen": 0.5})
+    many = x[:1].expand(200, 1, 28, 28)
+    changed = (augment_batch(many, half, torch.Generator().manual_seed(0)) != many).flatten(1)
+    assert 0.35 < changed.any(1).float().mean() < 0.65
+
+
 def test_augmentation_settings_come_from_the_training_config():
     from digitrec.recipes import make_config
     from digitrec.train import augmentation
 
     assert augmentation(make_config("best", None, {})) == Augment()
-    cfg = make_config("best", None, {"rotate": 15.0, "elastic": 0.5, "strays": 0.1, "outline": 0.2})
+    cfg = make_config(
+        "best", None, {"rotate": 15.0, "elastic": 0.5, "strays": 0.1, "outline": 0.2, "pen": 0.3}
+    )
     a = augmentation(cfg)
-    assert (a.rotate, a.elastic, a.strays, a.outline) == (15.0, 0.5, 0.1, 0.2)
+    assert (a.rotate, a.elastic, a.strays, a.outline, a.pen) == (15.0, 0.5, 0.1, 0.2, 0.3)
     assert cfg.to_dict()["elastic"] == 0.5  # recorded in the run's config.json

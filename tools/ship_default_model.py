@@ -9,10 +9,13 @@ evaluated on the test set once, copied to src/digitrec/assets/default.safetensor
 the commands, validation metrics and test accuracy in its metadata, described in
 default.json, and exported to ONNX beside it (parity-checked).
 
-    python tools/ship_default_model.py [--base RUN|CHECKPOINT|default]
+    python tools/ship_default_model.py [--base RUN|CHECKPOINT]
 
---base reuses a finished first step (``default``: the model shipped now) instead of
-training it again (about 20 minutes on 2 CPU cores).
+--base reuses a finished first step, a run or its checkpoint, instead of training it
+again (about 20 minutes on 2 CPU cores). The shipped model itself is the average, not a
+first step; the base it was made from is the file shipped before it:
+
+    git show 87b4f92:src/digitrec/assets/default.safetensors > base.safetensors
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from digitrec.files import write_json
 from digitrec.runs import resolve_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "digitrec" / "assets"
+RECORD = ASSETS / "default.json"
 BASE = ["train", "--recipe", "best", "--epochs", "10", "--seed", "0", "--device", "cpu"]
 TUNE = ["train", "--recipe", "best", "--init", "base", "--epochs", "3", "--lr", "1e-3",
         "--seed", "1", "--rotate", "15", "--elastic", "0.3", "--strays", "0.1",
@@ -46,20 +50,41 @@ def command(args: list[str]) -> str:
     return "digitrec " + shlex.join(args)
 
 
+def portable(cmd: str) -> str:
+    """A recorded command without where it wrote (``--out``, ``--runs-dir``) or how it
+    showed progress: the chain names each step's output itself."""
+    words, out = shlex.split(cmd), []
+    while words:
+        w = words.pop(0)
+        if w in ("--out", "--runs-dir"):
+            words = words[1:]
+        elif not w.startswith(("--out=", "--runs-dir=", "--no-progress")):
+            out.append(w)
+    return shlex.join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", help="a finished first step to reuse ('default': the shipped one)")
+    ap.add_argument("--base", help="a finished first step to reuse (a run or a checkpoint)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.base:
             base = resolve_checkpoint(args.base)
-            base_command = read_meta(base).get("command", "").split(" && ")[0]
+            meta = read_meta(base)
+            if meta.get("members"):  # its command would be recorded for other weights
+                raise SystemExit(f"{base} is an average of models, not a first step: see --help")
+            # Its run's config.json, or (a bare checkpoint) the record of the shipped base.
+            beside, shipped = base.parent / "config.json", json.loads(RECORD.read_text())["base"]
+            if beside.is_file():
+                base_config = json.loads(beside.read_text())
+            elif meta.get("run") == shipped.get("run"):
+                base_config = shipped
+            else:
+                raise SystemExit(f"{base}: no config.json beside it to record its settings")
+            base_command = portable(base_config.get("command", ""))
             if not base_command.startswith("digitrec train "):
                 raise SystemExit(f"{base} does not record the command that trained it")
-            record = base.with_name("default.json") if base.parent.resolve() == ASSETS else None
-            base_config = json.loads((record or base.parent / "config.json").read_text())
-            base_config = base_config.get("config", base_config)
         else:
             digitrec(*BASE, "--out", str(work / "base"), "--no-progress")
             base, base_command = work / "base" / "best.safetensors", command(BASE)
@@ -84,7 +109,7 @@ def main() -> None:
         # The ONNX export beside it is what the Predictor runs by default (--backend auto).
         digitrec("export", str(ASSETS / "default.safetensors"))
         write_json(
-            ASSETS / "default.json",
+            RECORD,
             {
                 "command": extra["command"],
                 "steps": steps,

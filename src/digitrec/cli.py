@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--outline", type=float, help="with --augment: share reduced to their strokes' outline"
     )
+    p.add_argument(
+        "--pen", type=float, help="with --augment: share redrawn with an even pen (skeleton)"
+    )
     p.add_argument("--label-smoothing", type=float)
     p.add_argument(
         "--ema",

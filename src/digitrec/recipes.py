@@ -30,6 +30,7 @@ class TrainConfig:
     elastic: float = 0.0  # share of images elastically warped, with augment
     strays: float = 0.0  # share of images given a stray pen line, with augment
     outline: float = 0.0  # share of images reduced to the outline of their strokes, with augment
+    pen: float = 0.0  # share of images redrawn along their skeleton with an even pen, with augment
     label_smoothing: float = 0.0
     # Decay of an exponential moving average of the weights, updated after every step;
     # 0 = off. With it, validation, checkpoints and callbacks see the average.

@@ -61,7 +61,8 @@ class TrainResult:
 
 
 def augmentation(cfg: TrainConfig) -> Augment:
-    return Augment(rotate=cfg.rotate, elastic=cfg.elastic, strays=cfg.strays, outline=cfg.outline)
+    return Augment(rotate=cfg.rotate, elastic=cfg.elastic, strays=cfg.strays, outline=cfg.outline,
+                   pen=cfg.pen)  # fmt: skip
 
 
 def init_checkpoint(cfg: TrainConfig, classes: list[str]) -> tuple[Path, dict[str, Any]]:
