@@ -172,6 +172,8 @@ def test_pen_redraws_uneven_strokes_at_one_width():
     thin, thick = width[:, :13].sum(1), width[:, 13:].sum(1)
     assert torch.equal(thin, thick)  # both strokes now as wide as each other
     assert thin[0] < thin[1] < thin[2]  # and as wide as asked
+    faint = x * 0.4  # no ink above half strength: nothing to trace, left alone
+    assert torch.equal(redrawn(faint, torch.tensor([1, 2, 3])), faint)
     only_pen = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "pen": 1.0})
     a = augment_batch(x, only_pen, torch.Generator().manual_seed(0))
     assert torch.equal(a, augment_batch(x, only_pen, torch.Generator().manual_seed(0)))

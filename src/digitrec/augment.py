@@ -174,7 +174,8 @@ def redrawn(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     """Each digit drawn again with an even pen: its strokes' skeleton (found at twice the
     size) widened by ``widths`` (1 to 3) half-pixels each side. This is what the input
     pipeline makes of a fine-pen drawing (thickened to MNIST's width), which MNIST's
-    strokes, wide where the pen pressed and thin where it lifted, never look like."""
+    strokes, wide where the pen pressed and thin where it lifted, never look like. An
+    image with no ink above half strength has no strokes to trace and is left as it was."""
     big = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
     line = skeleton((big > 0.5).to(torch.uint8)).to(x.dtype)
     out = torch.empty_like(big)
@@ -183,7 +184,9 @@ def redrawn(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
         disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= r * r + r).to(x.dtype)
         sel = widths == r
         out[sel] = (F.conv2d(line[sel], disk.view(1, 1, *disk.shape), padding=r) > 0).to(x.dtype)
-    return F.avg_pool2d(out, 2)
+    out = F.avg_pool2d(out, 2)
+    traced = out.flatten(1).any(1).view(-1, 1, 1, 1)
+    return torch.where(traced, out, x)
 
 
 def elastic_field(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
