@@ -75,7 +75,8 @@ def main() -> None:
             if meta.get("members"):  # its command would be recorded for other weights
                 raise SystemExit(f"{base} is an average of models, not a first step: see --help")
             # Its run's config.json, or (a bare checkpoint) the record of the shipped base.
-            beside, shipped = base.parent / "config.json", json.loads(RECORD.read_text())["base"]
+            beside = base.parent / "config.json"
+            shipped = json.loads(RECORD.read_text()).get("base", {})
             if beside.is_file():
                 base_config = json.loads(beside.read_text())
             elif meta.get("run") == shipped.get("run"):
