@@ -105,6 +105,10 @@ def test_with_ema_the_average_is_validated_and_saved(mnist, tmp_path):
     assert result.history[0]["val_acc"] == pytest.approx(acc, abs=1e-6)
     with pytest.raises(DigitrecError, match=r"--ema 1\.0"):
         make_config(None, None, {"ema": 1.0})
+    with pytest.raises(DigitrecError, match=r"--pen 1\.5: a share of images"):
+        make_config(None, None, {"pen": 1.5})
+    with pytest.raises(DigitrecError, match=r"--elastic -0\.1"):
+        make_config(None, None, {"elastic": -0.1})
 
 
 def test_resume_of_a_finished_run_says_so(mnist, tmp_path):

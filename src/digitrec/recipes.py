@@ -102,6 +102,9 @@ def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]
         raise DigitrecError(f"Unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
         raise DigitrecError(f"Unknown schedule {cfg.schedule!r}; choose {', '.join(SCHEDULES)}")
+    for share in ("elastic", "strays", "outline", "pen"):
+        if not 0 <= getattr(cfg, share) <= 1:
+            raise DigitrecError(f"--{share} {getattr(cfg, share)}: a share of images, in [0, 1]")
     if not 0 <= cfg.ema < 1:
         raise DigitrecError(f"--ema {cfg.ema}: the decay must be in [0, 1), e.g. 0.999")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
