@@ -13,8 +13,11 @@ import io
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy import ndimage
+
+from digitrec import augment
 
 Rng = np.random.Generator
 Variant = Callable[[np.ndarray, Rng], object]
@@ -129,26 +132,10 @@ def eroded(d, rng):
 
 
 def skeleton(mask: np.ndarray) -> np.ndarray:
-    """Zhang & Suen's thinning (1984): peel border pixels whose removal keeps the shape
-    connected, in two alternating passes, down to lines one pixel wide."""
-    m = np.pad(mask.astype(bool), 1)
-    changed = True
-    while changed:
-        changed = False
-        for first in (True, False):
-            # Neighbours clockwise from north: P2, P3, ..., P9.
-            n = [m[:-2, 1:-1], m[:-2, 2:], m[1:-1, 2:], m[2:, 2:],
-                 m[2:, 1:-1], m[2:, :-2], m[1:-1, :-2], m[:-2, :-2]]  # fmt: skip
-            count = sum(x.astype(np.uint8) for x in n)
-            rises = sum((~n[i] & n[(i + 1) % 8]).astype(np.uint8) for i in range(8))
-            p2, p4, p6, p8 = n[0], n[2], n[4], n[6]
-            side = (p2 & p4 & p6) | (p4 & p6 & p8) if first else (p2 & p4 & p8) | (p2 & p6 & p8)
-            drop = m[1:-1, 1:-1] & (count >= 2) & (count <= 6) & (rises == 1) & ~side
-            if drop.any():
-                m = m.copy()
-                m[1:-1, 1:-1] &= ~drop
-                changed = True
-    return m[1:-1, 1:-1]
+    """Zhang & Suen's thinning, the same the `--pen` augmentation uses (one pixel wide
+    lines with the shape's pieces and loops)."""
+    batch = torch.from_numpy(mask.astype(np.uint8))[None, None]
+    return augment.skeleton(batch)[0, 0].numpy().astype(bool)
 
 
 def thick(d, rng):
