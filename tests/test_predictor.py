@@ -79,6 +79,31 @@ def test_test_time_augmentation_averages_views(predictor, mnist):
     assert torch.allclose(views[0], x, atol=1e-6) and len(views) == len(predictor._tta)
 
 
+def test_large_batches_reach_the_model_in_bounded_calls(predictor, mnist, monkeypatch):
+    """Any number of images, with or without views, goes to the model in calls of at most
+    MAX_BATCH, and gives the answers it gives image by image."""
+    from digitrec import predictor as module
+    from digitrec.data import to_float
+
+    monkeypatch.setattr(module, "MAX_BATCH", 16)
+    seen = []
+    run = predictor._run
+
+    def recording(x):
+        seen.append(len(x))
+        return run(x)
+
+    monkeypatch.setattr(predictor, "_run", recording)
+    x = to_float(mnist.test_images[:37])
+    for tta in (False, True):
+        seen.clear()
+        together = predictor.probabilities(x, tta=tta)
+        assert together.shape == (37, 10) and max(seen) <= 16 and len(seen) > 1
+        alone = torch.cat([predictor.probabilities(x[i : i + 1], tta=tta) for i in range(37)])
+        assert torch.allclose(together, alone, atol=1e-5)
+    assert predictor.probabilities(x[:0]).shape == (0, 10)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])
 def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
     from PIL import Image

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from digitrec.errors import DigitrecError, Interrupted
 
+GRID_MAX = 100  # images drawn by `predict --random`
+
 EPILOG = """examples:
   digitrec data verify
   digitrec train --recipe fast
@@ -175,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG, BMP, GIF or WebP files")
     p.add_argument("--random", type=int, metavar="N", help="predict N random MNIST test images")
     p.add_argument("--seed", type=int, default=0, help="for --random")
-    p.add_argument("--grid", default="predictions.png", help="PNG grid written by --random")
+    p.add_argument(
+        "--grid",
+        default="predictions.png",
+        help=f"PNG grid written by --random (at most {GRID_MAX} images, mistakes first)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average 7 shifted/rotated views"
@@ -467,12 +473,18 @@ def _predict_random(predictor, args) -> int:
         {"index": int(i), "true": cls[int(t)], "predicted": cls[int(p)], "confidence": float(c)}
         for i, t, p, c in zip(idx, truth, pred, conf, strict=True)
     ]
+    # A readable page, not all N: 3,000 images took two minutes and 2.4 GB to draw.
+    # Past GRID_MAX, the mistakes come first.
+    shown = list(range(n))
+    if n > GRID_MAX:
+        shown = sorted(shown, key=lambda i: bool(correct[i]))[:GRID_MAX]
+    title = f"predicted (true): {int(correct.sum())}/{n} correct"
     plots.image_grid(
-        ds.test_images[idx].numpy(),
-        [f"{r['predicted']} ({r['true']})" for r in rows],
+        ds.test_images[idx[shown]].numpy(),
+        [f"{rows[i]['predicted']} ({rows[i]['true']})" for i in shown],
         args.grid,
-        colors=["tab:green" if ok else "tab:red" for ok in correct.tolist()],
-        suptitle=f"predicted (true): {int(correct.sum())}/{n} correct",
+        colors=["tab:green" if correct[i] else "tab:red" for i in shown],
+        suptitle=title + (f"; {len(shown)} shown, mistakes first" if n > GRID_MAX else ""),
     )
     if args.json:
         print(
@@ -481,6 +493,7 @@ def _predict_random(predictor, args) -> int:
                     "accuracy": correct.float().mean().item(),
                     "predictions": rows,
                     "grid": str(args.grid),
+                    "grid_shows": [rows[i]["index"] for i in shown],
                 },
                 indent=2,
             )
@@ -494,7 +507,7 @@ def _predict_random(predictor, args) -> int:
         )
     print(
         f"accuracy {correct.float().mean().item():.2%} ({int(correct.sum())}/{n}); "
-        f"grid: {args.grid}"
+        f"grid: {args.grid}" + (f" ({len(shown)} of them, mistakes first)" if n > GRID_MAX else "")
     )
     return 0
 
