@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import socket
 import threading
 from typing import ClassVar
 
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import run_cli
 from digitrec.checkpoint import read_meta
 from digitrec.errors import ImageError
 from digitrec.predictor import Predictor, shipped_model_path
@@ -327,3 +329,12 @@ def test_nagle_is_off_on_connections_to_a_socket_bound_as_for_several_workers():
 
     assert asyncio.run(nodelay(AutoHTTPProtocol)) == 0, "uvicorn fixed it: NoDelayHTTP can go"
     assert asyncio.run(nodelay(NoDelayHTTP)) != 0
+
+
+def test_serve_on_a_port_in_use_says_so_before_printing_an_address():
+    """uvicorn would print our "open http://..." line, then log the bind error and exit 3."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = run_cli("serve", "--port", str(port))
+    assert r.returncode == 2 and "open http" not in r.stdout
+    assert f"error: cannot listen on 127.0.0.1:{port} (Address already in use)" in r.stderr

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -150,6 +151,26 @@ def test_predict_files(trained_run, mnist, tmp_path):
     [res] = json.loads(r.stdout)
     assert res["digit"] == int(mnist.test_labels[0]) and len(res["probabilities"]) == 10
     assert res["top3"][0]["label"] == str(res["digit"])
+
+
+def test_predict_a_folder_reads_its_images_by_name(trained_run, mnist, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in ((0, "b.PNG"), (1, "a.jpg"), (2, "c.webp")):
+        Image.fromarray(255 - mnist.test_images[i].numpy()).convert("RGB").save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub.png").mkdir()  # a folder named like an image is not one
+    model = str(trained_run.run_dir / "best.safetensors")
+    r = run_cli("predict", str(folder), "--json", "--model-path", model)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [Path(o["file"]).name for o in out] == ["a.jpg", "b.PNG", "c.webp"]
+    assert out[1]["digit"] == int(mnist.test_labels[0])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli("predict", str(empty), "--model-path", str(tmp_path / "no-model.safetensors"))
+    # refused for the folder, before the (missing) model is looked for
+    assert r.returncode == 2 and "a folder with no images in it" in r.stderr
 
 
 def test_predict_random(trained_run, tmp_path):

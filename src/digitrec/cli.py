@@ -22,6 +22,7 @@ EPILOG = """examples:
   digitrec runs
   digitrec evaluate runs/20261122-101500-fast
   digitrec predict my_digit.png another.jpg
+  digitrec predict photos/
   digitrec predict --random 20
 
 environment:
@@ -174,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # predict
     p = sub.add_parser("predict", help="recognize digits in image files, or in random test images")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG, BMP, GIF or WebP files")
+    p.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="PNG, JPEG, BMP, GIF, WebP or TIFF files, or folders of them",
+    )
     p.add_argument("--random", type=int, metavar="N", help="predict N random MNIST test images")
     p.add_argument("--seed", type=int, default=0, help="for --random")
     p.add_argument(
@@ -416,6 +422,7 @@ def cmd_predict(args) -> int:
 
     if not args.images and not args.random:
         raise DigitrecError("give image files to predict, or --random N for test images")
+    files = image_files(args.images)  # before the model loads: a wrong folder fails at once
     predictor = Predictor.load(
         args.model_path, args.runs_dir, device=args.device, backend=args.backend
     )
@@ -430,7 +437,7 @@ def cmd_predict(args) -> int:
     from digitrec.errors import ImageError
 
     results, failed = [], 0
-    for path in args.images:
+    for path in files:
         try:
             pred = predictor.predict_one(path, tta=args.tta)
         except ImageError as exc:
@@ -452,6 +459,29 @@ def cmd_predict(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def image_files(args: list[str]) -> list[str]:
+    """The arguments, with each folder replaced by the images in it (by name). A folder
+    without any is an error: predicting nothing would look like success."""
+    from digitrec.preprocess import IMAGE_SUFFIXES
+
+    files = []
+    for arg in args:
+        if not Path(arg).is_dir():
+            files.append(arg)  # a missing or unreadable file is reported in its turn
+            continue
+        found = sorted(
+            str(f)
+            for f in Path(arg).iterdir()
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        )
+        if not found:
+            raise DigitrecError(
+                f"{arg}: a folder with no images in it ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        files += found
+    return files
 
 
 def _predict_random(predictor, args) -> int:

@@ -24,12 +24,13 @@ from PIL import Image, ImageDraw
 from digitrec.errors import DigitrecError
 from digitrec.files import write_bytes
 from digitrec.predictor import Prediction, Predictor
+from digitrec.preprocess import IMAGE_SUFFIXES
 
 BRUSH = 1 / 14  # brush diameter / canvas side: MNIST's pen for a digit filling the pad
 MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
 LIVE_EVERY = 0.12  # seconds between predictions while a stroke is being drawn
 IMAGE_TYPES = [
-    ("Images", "*.png *.PNG *.jpg *.JPG *.jpeg *.JPEG *.bmp *.BMP *.gif *.GIF *.webp *.WEBP"),
+    ("Images", " ".join(f"*{s} *{s.upper()}" for s in IMAGE_SUFFIXES)),
     ("All files", "*"),
 ]
 INSTALL_TK = """\

@@ -27,6 +27,8 @@ BLANK_CONTRAST = 0.08  # below this peak contrast over the background there is n
 MIN_INK_PIXELS = 4
 
 ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
+# The files front ends offer to open (a folder given to `predict`, the GUI's file dialog).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 import digitrec
-from digitrec.errors import ImageError, ImageTooLarge
+from digitrec.errors import DigitrecError, ImageError, ImageTooLarge
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import MAX_PIXELS, Preprocessed
 from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, request_body
@@ -423,6 +423,7 @@ def serve(
     os.environ["DIGITREC_MODEL"] = str(path)
     os.environ[SOURCE_ENV] = source
     os.environ[BACKEND_ENV] = backend
+    check_port(host, port)
     print(f"digitrec: open http://{host}:{port}/ (model {path}, {p.backend})", flush=True)
     uvicorn.run(
         "digitrec.web.app:create_app",
@@ -433,3 +434,16 @@ def serve(
         http=f"{__name__}:NoDelayHTTP",
         log_level="warning",
     )
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before printing an address that will not answer: uvicorn reports a port in
+    use only after start-up, as a log line under that address, and exits with 3."""
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise DigitrecError(
+            f"cannot listen on {host}:{port} ({reason}): is another server using that port? "
+            "Stop it, or choose another --port"
+        ) from None
