@@ -205,6 +205,17 @@ def test_predict_random_draws_a_page_of_mistakes_first(trained_run, tmp_path, mo
     assert grid.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_folder_of_runs_is_not_taken_for_a_run(trained_run, tmp_path):
+    runs = trained_run.run_dir.parent
+    r = run_cli("evaluate", str(runs))
+    assert r.returncode == 2
+    assert f"error: {runs} is a folder of runs, not a run: name one of them" in r.stderr
+    r = run_cli("evaluate", str(tmp_path))  # an absolute path is not looked for under runs/
+    assert r.stderr.strip() == (
+        f"error: No run '{tmp_path}': no config.json in {tmp_path}. `digitrec runs` lists the runs."
+    )
+
+
 def test_user_errors_are_one_line_not_tracebacks(tmp_path):
     cases = [
         ("evaluate", "no-such-run"),

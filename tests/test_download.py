@@ -25,6 +25,8 @@ def mirrors(tmp_path_factory, mnist):
     src = Path(mnist.files["train_images"]["path"]).parent
     (root / "good").mkdir()
     (root / "bad").mkdir()
+    (root / "partial").mkdir()  # the test labels only
+    shutil.copy(src / SPEC.files["test_labels"].name, root / "partial")
     for f in SPEC.files.values():
         shutil.copy(src / f.name, root / "good" / f.name)
         blob = bytearray((src / f.name).read_bytes())
@@ -35,7 +37,12 @@ def mirrors(tmp_path_factory, mnist):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"good": f"{base}/good/", "bad": f"{base}/bad/", "missing": f"{base}/nothing/"}
+    yield {
+        "good": f"{base}/good/",
+        "bad": f"{base}/bad/",
+        "partial": f"{base}/partial/",
+        "missing": f"{base}/nothing/",
+    }
     server.shutdown()
 
 
@@ -71,7 +78,19 @@ def test_checksum_mismatch_deletes_the_partial_file(mirrors, tmp_path):
     with pytest.raises(DataError, match="checksum mismatch") as err:
         data.download(SPEC, tmp_path, ["test_labels"], mirrors=[mirrors["bad"]], log=lambda s: 0)
     assert "the partial file was deleted" in str(err.value)
-    assert list((tmp_path / "mnist").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # nor the folder made for it
+
+
+def test_a_failed_download_removes_only_the_folders_it_made(mirrors, tmp_path):
+    typo = tmp_path / "typo" / "data"
+    with pytest.raises(DataError):
+        data.download(SPEC, typo, ["test_labels"], mirrors=[mirrors["missing"]], log=print)
+    assert not (tmp_path / "typo").exists()
+    # one file arrives, the other does not: the file and its folder stay
+    with pytest.raises(DataError, match="missing t10k-images"):
+        data.download(SPEC, typo, ["test_labels", "test_images"], mirrors=[mirrors["partial"]],
+                      log=print)  # fmt: skip
+    assert [f.name for f in (typo / "mnist").iterdir()] == ["t10k-labels-idx1-ubyte.gz"]
 
 
 def test_offline_message_lists_files_mirrors_and_where_to_put_them(mirrors, tmp_path):

@@ -160,6 +160,19 @@ def test_thin_strokes_are_thickened(mnist):
     assert not any(step.startswith("thickened") for step in off.steps)
 
 
+def test_a_line_of_many_even_dashes_is_measured_and_thickened():
+    """No dash holds 5% of the ink, the share that keeps specks out of the measure: the
+    width was the mean of nothing (NaN, with a warning), and the line was left thin."""
+    from digitrec.preprocess import normalize_stroke, stroke_width
+
+    a = np.zeros((80, 80), np.float32)
+    for t in np.linspace(0, 2 * np.pi, 24, endpoint=False):  # a 0 of 24 two-pixel dashes
+        a[int(40 + 35 * np.sin(t)), int(40 + 25 * np.cos(t)) :][:2] = 1.0
+    assert stroke_width(a) == 1.0
+    out, note = normalize_stroke(a)
+    assert note is not None and note.startswith("thickened") and out.sum() > 10 * a.sum()
+
+
 def test_strokes_at_mnist_size_are_left_as_drawn(mnist):
     """At 28x28 a thin stroke is MNIST's own (or noise): never thickened."""
     digit = mnist.test_images[6].numpy().copy()

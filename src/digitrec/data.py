@@ -279,6 +279,9 @@ def download(
     kinds = list(kinds if kinds is not None else FILE_KINDS)
     mirrors = tuple(mirrors) if mirrors else spec.mirrors
     target_dir = data_dir / spec.name
+    # Folders this call makes, deepest first: a download that fails leaves none behind
+    # (a mistyped --data-dir left an empty tree).
+    made = [d for d in (target_dir, *target_dir.parents) if not d.exists()]
     failures: dict[str, list[str]] = {}
     for kind in kinds:
         f = spec.files[kind]
@@ -298,6 +301,11 @@ def download(
         else:
             failures[f.name] = errors
     if failures:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:  # a file did arrive there
+                break
         tried = "\n".join(f"  {e}" for errs in failures.values() for e in errs)
         raise DataError(
             f"Could not download {spec.title}: missing {', '.join(failures)}.\n"

@@ -484,7 +484,9 @@ def stroke_width(a: np.ndarray) -> float:
     if n > 1:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        mask = (sizes >= 0.05 * sizes.sum())[labels]
+        big = sizes >= 0.05 * sizes.sum()
+        if big.any():  # a line of 20 or more even dashes has no big piece: measure them all
+            mask = big[labels]
     # Beyond the crop is background: without this border a stroke filling its crop (a
     # hard-edged bar) measured as wide as the crop, and was thinned away.
     dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]

@@ -38,13 +38,27 @@ def new_run_dir(root: Path, model: str) -> Path:
 
 def resolve_run(arg: str | os.PathLike[str], root: Path | None = None) -> Path:
     """A run given as a path or as a directory name under the runs root."""
-    for cand in (Path(arg), (root or runs_root()) / str(arg)):
+    root = root or runs_root()
+    p = Path(arg)
+    for cand in (p, root / p):
         if (cand / "config.json").is_file():
             return cand
+    if holds_runs(p):
+        raise DigitrecError(
+            f"{arg} is a folder of runs, not a run: name one of them "
+            f"(`digitrec runs --runs-dir {arg}` lists them)"
+        )
+    where = str(p) if p.is_absolute() else f"{p} or {root / p}"
     raise DigitrecError(
-        f"No run {str(arg)!r}: neither it nor {root or runs_root()}/{arg} holds a config.json. "
-        "`digitrec runs` lists the runs."
+        f"No run {str(arg)!r}: no config.json in {where}. `digitrec runs` lists the runs."
     )
+
+
+def holds_runs(p: Path) -> bool:
+    try:
+        return p.is_dir() and any((c / "config.json").is_file() for c in p.iterdir())
+    except OSError:  # unreadable: not for us to say
+        return False
 
 
 def resolve_checkpoint(arg: str | os.PathLike[str], root: Path | None = None) -> Path:
