@@ -222,6 +222,8 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path):
         ("evaluate", str(tmp_path / "missing.safetensors")),
         ("predict", "x.png", "--model-path", str(tmp_path / "missing.safetensors")),
         ("predict",),
+        ("predict", "--random", "-5"),
+        ("predict", "--random", "0"),
         ("train", "--model", "resnet", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")),
         ("train", "--model", "fast", "--init", "default", "--runs-dir", str(tmp_path / "runs")),
         ("train", "--init", "no-such-run", "--runs-dir", str(tmp_path / "runs")),

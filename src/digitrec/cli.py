@@ -420,6 +420,8 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from digitrec.predictor import Predictor
 
+    if args.random is not None and args.random < 1:  # a negative slice took all but N
+        raise DigitrecError(f"--random {args.random}: give a number of test images, 1 or more")
     if not args.images and not args.random:
         raise DigitrecError("give image files to predict, or --random N for test images")
     files = image_files(args.images)  # before the model loads: a wrong folder fails at once
