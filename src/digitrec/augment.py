@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from digitrec.preprocess import disk
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -180,10 +182,9 @@ def redrawn(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     line = skeleton((big > 0.5).to(torch.uint8)).to(x.dtype)
     out = torch.empty_like(big)
     for r in widths.unique().tolist():
-        grid = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-        disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= r * r + r).to(x.dtype)
+        pen = torch.from_numpy(disk(r)).to(x.device, x.dtype)  # the pipeline's own pen
         sel = widths == r
-        out[sel] = (F.conv2d(line[sel], disk.view(1, 1, *disk.shape), padding=r) > 0).to(x.dtype)
+        out[sel] = (F.conv2d(line[sel], pen.view(1, 1, *pen.shape), padding=r) > 0).to(x.dtype)
     out = F.avg_pool2d(out, 2)
     traced = out.flatten(1).any(1).view(-1, 1, 1, 1)
     return torch.where(traced, out, x)
