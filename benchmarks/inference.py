@@ -5,7 +5,8 @@ latency (p50, p99) and batch-256 throughput of PyTorch eager, PyTorch frozen for
 inference (the Predictor's torch backend), ONNX Runtime float32 and int8 (static, QDQ;
 both exports checked on the test set as `digitrec export` checks them; `fast` is trained
 here first, one epoch); then end to end, the PNG the web page posts in
-(variants.page_png), prediction out, through the Predictor on each backend. Threads: 1
+(variants.page_png), prediction out, through the Predictor on each backend, and the
+preprocessing of a 12-megapixel phone photo. Threads: 1
 by default, as the server runs. The last lines compare against the targets of issue 7
 (model alone under 0.1 ms per image, end to end under 1 ms p50, ONNX Runtime at least
 3x faster than eager for a single image).
@@ -23,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitrec import preprocess as pp
 from digitrec.checkpoint import load_model
 from digitrec.data import load_dataset
 from digitrec.export import OnnxModel, export
 from digitrec.predictor import Predictor, inference_module, shipped_model_path
-from digitrec.preprocess import preprocess
 from digitrec.recipes import make_config
 from digitrec.train import train
-from variants import page_png
+from variants import page_png, phone_photo
 
 
 def timed(fn, seconds: float) -> np.ndarray:
@@ -43,6 +44,25 @@ def timed(fn, seconds: float) -> np.ndarray:
         fn()
         out.append(time.perf_counter() - t)
     return np.array(out) * 1000
+
+
+def phone_photos(ds, rng: np.random.Generator, seconds: float) -> None:
+    """Preprocessing 12-megapixel JPEGs (variants.phone_photo): decoded at reduced scale,
+    as the pipeline does, against a full decode (``DECODE_SIDE`` 0) in the same run."""
+    photos = [phone_photo(ds.test_images[i].numpy(), rng) for i in range(4)]
+    size = np.mean([len(p) for p in photos]) / 1e6
+    print(f"\npreprocessing a 12-megapixel phone photo ({size:.1f} MB JPEG)")
+    p50 = {}
+    for label, side in (("reduced decode", pp.DECODE_SIDE), ("full decode", 0)):
+        pp.DECODE_SIDE, default = side, pp.DECODE_SIDE
+        it = iter(range(10**9))
+        try:
+            t = timed(lambda it=it: pp.preprocess(photos[next(it) % len(photos)]), seconds)
+        finally:
+            pp.DECODE_SIDE = default
+        p50[label] = np.percentile(t, 50)
+        print(f"{label:<28} {p50[label]:>7.1f} {np.percentile(t, 99):>7.1f}")
+    print(f"reduced decode {p50['full decode'] / p50['reduced decode']:.1f}x faster")
 
 
 def main() -> None:
@@ -93,7 +113,7 @@ def main() -> None:
         print(f"{'model, backend':<28} {'p50':>7} {'p99':>7}")
         e2e = {}
         it = iter(range(10**9))
-        t = timed(lambda: preprocess(pngs[next(it) % len(pngs)]), args.seconds)
+        t = timed(lambda: pp.preprocess(pngs[next(it) % len(pngs)]), args.seconds)
         print(f"{'(preprocessing alone)':<28} {np.percentile(t, 50):>7.3f} "
               f"{np.percentile(t, 99):>7.3f}")  # fmt: skip
         for label, path, backend in (
@@ -107,6 +127,7 @@ def main() -> None:
             t = timed(lambda p=p, it=it: p.predict_one(pngs[next(it) % len(pngs)]), args.seconds)
             e2e[label] = np.percentile(t, 50)
             print(f"{label:<28} {np.percentile(t, 50):>7.3f} {np.percentile(t, 99):>7.3f}")
+        phone_photos(ds, rng, args.seconds)
 
     print("\ntargets (issue 7):")
     for model in ("best", "fast"):

@@ -7,7 +7,7 @@ so each step's worth shows. Targets (issue 3): canvas, stroke and rotation varia
 0.5 points of clean accuracy; paper and colour >= 98%; the MNIST-C mean >= 95%.
 
     python benchmarks/robustness.py [--n 1000] [--split test|val] [--model-path M] [--tta]
-                                    [--sheet out.png]
+                                    [--sheet out.png] [--only NAME]...
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from digitrec import plots
 from digitrec.data import load_dataset, split_indices
 from digitrec.predictor import Predictor
-from digitrec.preprocess import flatten, open_image, preprocess
+from digitrec.preprocess import decode, flatten, preprocess
 from variants import VARIANTS
 
 
@@ -47,7 +47,13 @@ def main() -> None:
     ap.add_argument("--model-path")
     ap.add_argument("--tta", action="store_true", help="also with test-time augmentation")
     ap.add_argument("--sheet", help="PNG showing one rendering per variant and its 28x28")
-    ap.add_argument("--only", help="comma-separated variant names (default: all), for a quick look")
+    ap.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="a variant to run (repeat for several; default: all), for a quick look; names "
+        "hold commas ('paper, lamp, JPEG'), so they are not comma-separated",
+    )
     args = ap.parse_args()
 
     predictor = Predictor.load(args.model_path)
@@ -71,7 +77,7 @@ def main() -> None:
     print(head + f" {'ms/img':>7}  (robust preprocessing per image, prediction batched)")
     results: dict[str, dict[str, float]] = {}
     sheet = []
-    only = [v.strip() for v in args.only.split(",")] if args.only else list(VARIANTS)
+    only = args.only or list(VARIANTS)
     if unknown := [v for v in only if v not in VARIANTS]:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     for number, (name, (group, render)) in enumerate(VARIANTS.items()):
@@ -99,7 +105,7 @@ def main() -> None:
     if args.sheet:
         shown, titles = [], []
         for name, img in sheet:
-            shown += [flatten(open_image(img))[0], preprocess(img).image]
+            shown += [flatten(decode(img)[0])[0], preprocess(img).image]
             titles += [name[:20], "model input"]
         plots.image_grid(shown, titles, args.sheet, cols=8)
         print(f"sheet: {args.sheet}")

@@ -249,6 +249,18 @@ def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path):
     assert app.prediction.digit == int(mnist.test_labels[18]) == 3
     assert "three.png" in app.thumb.cget("text")
 
+    # A phone's portrait photo, stored sideways with an EXIF tag: its thumbnail stands up.
+    portrait = Image.fromarray(np.full((300, 200), 230, np.uint8)).transpose(
+        Image.Transpose.ROTATE_90
+    )
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    portrait.save(tmp_path / "portrait.jpg", exif=exif.tobytes())
+    app.open_image(tmp_path / "portrait.jpg")
+    wait_for(app, lambda: "portrait.jpg" in app.thumb.cget("text"))
+    thumb = app._images["thumb"]
+    assert (thumb.width(), thumb.height()) == (64, 96)
+
     (tmp_path / "junk.png").write_bytes(b"not an image")
     app.open_image(tmp_path / "junk.png")
     wait_for(app, lambda: "not a readable image" in app.message.cget("text"))

@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from digitrec.errors import ImageError
@@ -14,6 +14,7 @@ from digitrec.preprocess import (
     drop_unused_channels,
     flatten,
     grow,
+    hue_distance,
     otsu,
     preprocess,
     quantiles,
@@ -294,6 +295,196 @@ def test_a_small_digit_in_a_large_photo_is_looked_at_again_at_full_resolution(mn
     match = np.corrcoef(out.image.ravel(), digit.ravel())[0, 1]
     before = np.corrcoef(first_look.image.ravel(), digit.ravel())[0, 1]
     assert match > 0.8 and match > before + 0.1, (match, before)
+
+
+def photo_jpeg(page: np.ndarray, orientation: int = 1) -> bytes:
+    """``page`` as a phone stores it: a JPEG, sideways when ``orientation`` (EXIF) says so."""
+    img = Image.fromarray(page)
+    undo = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+    if orientation != 1:
+        img = img.transpose(undo[orientation])  # stored so that the tag turns it upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(img, "JPEG", quality=92, exif=exif.tobytes())
+
+
+def a_page(digit: np.ndarray, size, side: int, at: tuple[int, int]) -> np.ndarray:
+    """Dark ink on white paper, (H, W) = ``size``, the digit ``side`` px tall at (x, y)."""
+    page = np.full(size, 235, np.uint8)
+    strokes = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
+    x, y = at
+    page[y : y + side, x : x + side] -= (strokes * 0.8).astype(np.uint8)
+    return page
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_portrait_photo_stored_sideways_is_turned_upright(mnist, orientation):
+    digit = mnist.test_images[0].numpy()
+    page = a_page(digit, (600, 400), 300, (50, 150))
+    out = preprocess(photo_jpeg(page, orientation))
+    assert out.source_size == (400, 600)
+    assert np.corrcoef(out.image.ravel(), preprocess(page).image.ravel())[0, 1] > 0.97
+    x0, y0, x1, y1 = out.box
+    assert 40 <= x0 < x1 <= 360 and 140 <= y0 < y1 <= 460, out.box
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_and_mapped_back(mnist):
+    """A 12-megapixel photo is decoded at half scale (its longer side still 2,016 px): the
+    digit reads as from the full decode, and the box and size are the photo's own."""
+    digit = mnist.test_images[0].numpy()
+    page = a_page(digit, (3024, 4032), 1200, (2000, 900))
+    out = preprocess(photo_jpeg(page))
+    assert out.steps[0] == "decoded at 1/2 scale", out.steps
+    assert out.source_size == (4032, 3024)
+    full = preprocess(page)  # the same pixels as an array: decoded at full size
+    assert np.corrcoef(out.image.ravel(), full.image.ravel())[0, 1] > 0.98
+    assert np.allclose(out.box, full.box, atol=3) and out.scale == pytest.approx(full.scale, 0.01)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_small_digit_in_a_large_jpeg_is_refined_and_mapped_back(mnist, orientation):
+    """The second look crops the reduced decode; its box comes back in the photo's own
+    (upright) coordinates."""
+    digit = mnist.test_images[0].numpy()
+    page = a_page(digit, (3000, 2400), 160, (1700, 2300))
+    out = preprocess(photo_jpeg(page, orientation))
+    assert out.source_size == (2400, 3000)
+    assert out.steps[0] == "decoded at 1/2 scale" and any(
+        s.startswith("refined") for s in out.steps
+    ), out.steps
+    x0, y0, x1, y1 = out.box
+    assert 1690 <= x0 < x1 <= 1870 and 2290 <= y0 < y1 <= 2470, out.box
+    assert np.corrcoef(out.image.ravel(), preprocess(page).image.ravel())[0, 1] > 0.95
+
+
+def lamp_lit_photo(digit: np.ndarray | None, slope=(0.3, 0.1), seed=0) -> np.ndarray:
+    """A 2000x1500 photo of warm-tinted paper under a lamp (brightness 0.7 +- 0.15 across),
+    with sensor noise and, if given, a 60 px digit in dark ink at (1200, 500)."""
+    h, w = 1500, 2000
+    rng = np.random.default_rng(seed)
+    ys, xs = np.ogrid[0:h, 0:w]
+    light = 0.7 + slope[0] * (xs / w - 0.5) + slope[1] * (ys / h - 0.5)
+    ink = np.zeros((h, w))
+    if digit is not None:
+        ink[500:560, 1200:1260] = np.asarray(Image.fromarray(digit).resize((60, 60))) / 255
+    page = light * (1 - 0.75 * ink) + rng.normal(0, 0.015, (h, w))
+    rgb = np.repeat(page[..., None], 3, axis=2) * [0.98, 1.0, 0.92]
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("slope", [(0.3, 0.1), (-0.3, 0.2), (0.2, -0.2)])
+def test_a_small_digit_on_a_lamp_lit_tinted_photo_is_found(mnist, slope):
+    """3% of the photo's height, the digit is a faint smudge at 128 px. The lamp's
+    gradient on tinted paper once read as colour contrast (the corners became the digit),
+    and the 32 px polarity vote, blind to so small a digit, then found nothing."""
+    digit = mnist.test_images[0].numpy()
+    out = preprocess(lamp_lit_photo(digit, slope))
+    assert not out.blank and "colour contrast" not in out.steps, out.steps
+    x0, y0, x1, y1 = out.box
+    assert 1195 <= x0 < x1 <= 1265 and 495 <= y0 < y1 <= 565, out.box
+    assert np.corrcoef(out.image.ravel(), digit.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("slope", [(0.3, 0.1), (-0.3, 0.2), (0.0, 0.3)])
+def test_a_ballpoint_8_on_a_lamp_lit_photo_is_dark_strokes_not_filled_loops(slope):
+    """A 5 px line in a 2000 px photo vanished at the 32 px of the polarity vote, which
+    the lamp's gradient then decided: the paper inside the loops became light "ink"."""
+    pen = Image.new("L", (2000, 1500), 0)
+    draw = ImageDraw.Draw(pen)
+    draw.ellipse((900, 400, 1100, 600), outline=255, width=5)
+    draw.ellipse((880, 590, 1120, 830), outline=255, width=5)
+    ink = np.asarray(pen, np.float32) / 255
+    ys, xs = np.ogrid[0:1500, 0:2000]
+    light = 0.7 + slope[0] * (xs / 2000 - 0.5) + slope[1] * (ys / 1500 - 0.5)
+    page = light * (1 - 0.75 * ink) + np.random.default_rng(0).normal(0, 0.015, ink.shape)
+    out = preprocess((np.clip(page, 0, 1) * 255).round().astype(np.uint8))
+    assert out.inverted, out.steps
+    assert out.image[9:11, 13:15].max() < 0.1 and out.image[17:19, 13:15].max() < 0.1
+    assert out.image.max() > 0.9
+
+
+def test_a_lamp_lit_tinted_photo_of_blank_paper_is_blank():
+    for seed, slope in enumerate([(0.3, 0.1), (-0.3, 0.2), (0.2, -0.2)]):
+        out = preprocess(lamp_lit_photo(None, slope, seed))
+        assert out.blank, out.steps
+
+
+def test_hue_distance_ignores_brightness_and_sees_colour():
+    paper = np.array([0.98, 1.0, 0.92]) * 0.7
+    shades = paper * np.linspace(0.2, 1.4, 7)[:, None]  # the same paper, darker to brighter
+    assert np.allclose(hue_distance(shades[None], paper), 0, atol=1e-9)
+    red = np.array([[[0.8, 0.1, 0.1]]])
+    assert hue_distance(red, paper)[0, 0] > 0.3
+    black = np.full(3, 2e-4)  # no colour to follow: the plain distance
+    plain = np.linalg.norm(red - black) / np.sqrt(3)
+    assert hue_distance(red, black)[0, 0] == pytest.approx(plain)
+
+
+def sheet_on_desk(digit: np.ndarray | None, angle: float = 8.0, slope: float = 0.2) -> np.ndarray:
+    """A 2000x1500 photo of a sheet of paper (60% of the frame, tilted by ``angle``) on
+    a dark wooden desk under a lamp, with a 300 px digit written on it, if given."""
+    h, w = 1500, 2000
+    paper = np.zeros((h, w), np.float32)
+    paper[300:1200, 400:1600] = 1
+    ink = np.zeros((h, w), np.float32)
+    if digit is not None:
+        ink[500:800, 900:1200] = np.asarray(Image.fromarray(digit).resize((300, 300))) / 255
+    tilt = [
+        np.asarray(Image.fromarray(a).rotate(angle, Image.Resampling.BILINEAR))
+        for a in (paper, ink)
+    ]
+    paper, ink = ndimage.gaussian_filter(tilt[0], 2)[..., None], tilt[1][..., None]
+    light = 0.75 + slope * (np.arange(w) / w - 0.5)[None, :, None]
+    img = light * (paper * [0.97, 0.97, 0.93] + (1 - paper) * [0.3, 0.2, 0.12]) * (1 - 0.8 * ink)
+    noise = np.random.default_rng(0).normal(0, 0.015, img.shape)
+    return (np.clip(img + noise, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("angle", [0.0, 8.0, -12.0])
+def test_the_writing_on_a_sheet_lying_on_a_desk_is_read_not_the_sheet(mnist, angle):
+    """The desk all round the border made the paper the light "ink": the sheet itself was
+    read as a 0. The writing on it is read instead, and its box is the digit's."""
+    digit = mnist.test_images[1].numpy()  # a 2
+    out = preprocess(encode(Image.fromarray(sheet_on_desk(digit, angle)), "JPEG", quality=90))
+    assert any(s.startswith("a sheet of paper") for s in out.steps), out.steps
+    assert out.inverted and not out.blank
+    x0, y0, x1, y1 = out.box
+    assert 850 <= x0 < x1 <= 1250 and 450 <= y0 < y1 <= 850, out.box
+    upright = np.pad(digit, 14)  # the writing turns with the sheet: compare it turned
+    turned = np.asarray(Image.fromarray(upright).rotate(angle, Image.Resampling.BILINEAR))
+    assert np.corrcoef(out.image.ravel(), preprocess(turned).image.ravel())[0, 1] > 0.85
+
+
+def test_a_sheet_on_a_desk_in_a_16_bit_scan(mnist):
+    """The sheet's crop is scaled to 8 bits like the whole image (PIL's own conversion
+    clips 16-bit greys to white: the writing was lost)."""
+    digit = mnist.test_images[1].numpy()
+    grey = sheet_on_desk(digit).mean(axis=2)
+    out = preprocess(encode(Image.fromarray((grey * 257).astype(np.uint16)), "PNG"))
+    assert any(s.startswith("a sheet of paper") for s in out.steps) and not out.blank, out.steps
+    x0, y0, x1, y1 = out.box
+    assert 850 <= x0 < x1 <= 1250 and 450 <= y0 < y1 <= 850, out.box
+
+
+@pytest.mark.parametrize("angle, slope", [(0.0, 0.3), (0.0, -0.3), (8.0, 0.2), (-12.0, -0.3)])
+def test_a_blank_sheet_on_a_desk_is_blank(angle, slope):
+    """No writing on it, under a lamp's gradient: "no digit" (the desk painted over with
+    a flat colour once left an edge against the lit paper that read as a stroke)."""
+    out = preprocess(sheet_on_desk(None, angle, slope))
+    assert out.blank and any(s.startswith("a sheet of paper") for s in out.steps), out.steps
+
+
+def test_a_bold_chalk_digit_filling_a_photo_is_not_a_sheet(mnist):
+    """Light strokes on a dark board, as bold as MNIST's boldest and filling the frame:
+    read as the digit, not cut out as a sheet of paper."""
+    digit = mnist.test_images[1].numpy()
+    strokes = ndimage.grey_dilation(digit, size=(3, 3))  # bold
+    board = np.asarray(Image.fromarray(strokes).resize((1400, 1400))).astype(np.float32)
+    photo = np.full((1500, 2000), 40.0)
+    photo[50:1450, 300:1700] += board * 0.7
+    out = preprocess(photo.astype(np.uint8))
+    assert not any(s.startswith("a sheet") for s in out.steps), out.steps
+    assert np.corrcoef(out.image.ravel(), preprocess(strokes).image.ravel())[0, 1] > 0.9
 
 
 def test_quantiles_are_nearest_rank_with_and_without_ties():

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from digitrec.errors import DigitrecError
 from digitrec.files import write_bytes
 from digitrec.predictor import Prediction, Predictor
-from digitrec.preprocess import IMAGE_SUFFIXES
+from digitrec.preprocess import IMAGE_SUFFIXES, decode, eight_bit
 
 BRUSH = 1 / 14  # brush diameter / canvas side: MNIST's pen for a digit filling the pad
 MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
@@ -354,7 +354,7 @@ class App:
 
         def job() -> tuple[Prediction, Image.Image]:
             pred = self.session.predict(path)
-            thumb = Image.open(path)
+            thumb = eight_bit(decode(path, at_least=96)[0])  # upright, as the model saw it
             thumb.thumbnail((96, 96))
             return pred, thumb.convert("RGBA")
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
+from math import ceil, floor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageChops, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from digitrec.errors import ImageError, ImageTooLarge
@@ -54,17 +55,23 @@ class Preprocessed:
         }
 
 
-def open_image(src: ImageLike, max_pixels: int | None = None) -> Image.Image:
-    """Decode a path, bytes, PIL image or array, refusing what cannot or should not be decoded.
+def decode(
+    src: ImageLike, max_pixels: int | None = None, at_least: int = 0
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode a path, bytes, PIL image or array, upright, refusing what cannot or should
+    not be decoded; returns the image and the upright size of the full image.
 
     The pixel limit is checked on the header, before decoding: a 50,000 x 50,000 PNG of a
     few kilobytes (a decompression bomb) is refused without allocating its pixels.
+    ``at_least``: a JPEG over twice this on its longer side is decoded at 1/2, 1/4 or 1/8
+    scale (libjpeg scales in the DCT and skips most of the work), its longer side still
+    at least ``at_least``; the size returned is then larger than the image's.
     """
     limit = max_pixels or MAX_PIXELS
     if isinstance(src, Image.Image):
         img = src
     elif isinstance(src, np.ndarray):
-        return _from_array(src, limit)
+        img = _from_array(src, limit)
     else:
         name = "The uploaded data" if isinstance(src, (bytes, bytearray)) else str(src)
         if isinstance(src, (bytes, bytearray)):
@@ -78,6 +85,10 @@ def open_image(src: ImageLike, max_pixels: int | None = None) -> Image.Image:
         try:
             img = Image.open(fh)
             _check_size(img.size, name, limit)
+            full = img.size
+            if at_least and max(full) >= 2 * at_least:
+                f = at_least / max(full)
+                img.draft(None, (max(1, ceil(full[0] * f)), max(1, ceil(full[1] * f))))
             img.load()
         except ImageError:
             raise
@@ -89,8 +100,20 @@ def open_image(src: ImageLike, max_pixels: int | None = None) -> Image.Image:
             ) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{name} is a truncated or corrupt image ({exc})") from None
+        _check_size(img.size, "image", limit)
+        return upright(img, full)
     _check_size(img.size, "image", limit)
-    return img
+    return upright(img, img.size)
+
+
+def upright(img: Image.Image, full: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
+    """EXIF orientation applied (a phone's portrait photo is stored sideways), to the image
+    and to its full size; the image itself when there is none to apply (PIL's
+    ``exif_transpose`` then returns a copy, tens of ms for a 12-megapixel photo)."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation not in range(2, 9):
+        return img, full
+    return ImageOps.exif_transpose(img), (full[::-1] if orientation >= 5 else full)
 
 
 def _check_size(size: tuple[int, int], name: str, limit: int) -> None:
@@ -216,9 +239,10 @@ def border_level(gray: np.ndarray) -> float:
     return quantiles(border_pixels(gray), [0.5])[0]
 
 
-def clear_mass(deviation: np.ndarray) -> float:
-    """How much of an image stands clearly (more than 0.15) on one side of its background."""
-    return float(np.clip(deviation - 0.15, 0, None).sum())
+def clear_mass(deviation: np.ndarray, margin: float = 0.15) -> float:
+    """How much of an image stands clearly (more than ``margin``) on one side of its
+    background."""
+    return float(np.clip(deviation - margin, 0, None).sum())
 
 
 def dark_ink(gray: np.ndarray) -> bool:
@@ -238,12 +262,15 @@ def dark_ink_local(gray: np.ndarray) -> bool:
 
     A median is blind to polarity (strokes and the holes between them are both a
     minority in a large window), so unlike an opening or closing it does not mistake a
-    digit's loops for light strokes. It runs on a 32 px thumbnail: cheap at any size.
+    digit's loops for light strokes. The median is taken on a 32 px thumbnail (cheap at
+    any size), the deviations at the working size, beyond a margin of 0.05: at 32 px a
+    ballpoint's line in a photo vanished, the vote went to the lamp's gradient, and the
+    paper inside an 8's loops became its light "ink".
     """
     small = fit(gray, 32, enlarge=False)
     local = ndimage.median_filter(small, size=9, mode="nearest")
-    dev = small - local
-    return clear_mass(-dev) > clear_mass(dev)
+    dev = gray - (resize(local, gray.shape[::-1]) if local.shape != gray.shape else local)
+    return clear_mass(-dev, 0.05) > clear_mass(dev, 0.05)
 
 
 def resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -285,6 +312,32 @@ def background_map(gray: np.ndarray) -> np.ndarray:
     opened = ndimage.grey_opening(small, size=(k, k), mode="nearest")
     opened = ndimage.uniform_filter(opened, size=3, mode="nearest")
     return resize(opened, (w, h)) if opened.shape != gray.shape else opened
+
+
+def hue_distance(rgb: np.ndarray, paper: np.ndarray) -> np.ndarray:
+    """How far each pixel's colour lies from the line of the paper's colour at every
+    brightness, in [0, 1].
+
+    A lamp's gradient or a shadow scales the paper's colour; it does not turn it. The
+    plain distance to the paper's colour counted that scaling as colour: on a tinted
+    photo the bright and dark corners outweighed a small digit and became the "digit".
+    """
+    diff = rgb - paper
+    norm = float(np.linalg.norm(paper))
+    u = paper / norm if norm > 1e-3 else np.zeros_like(paper)  # black paper: plain distance
+    across = diff - (diff @ u)[..., None] * u
+    return np.linalg.norm(across, axis=2) / np.sqrt(3)
+
+
+def ink_on_uneven(gray: np.ndarray, dark: bool) -> np.ndarray:
+    """The ink of an unevenly lit image, dark ink on paper or light strokes on a dark
+    ground, measured against a local background estimate."""
+    if dark:
+        # Light falls on paper and ink alike: divide by the paper's brightness
+        # (reflectance) rather than subtract, so ink in a shadow keeps its weight.
+        paper = np.maximum(1.0 - background_map(1.0 - gray), 0.05)
+        return np.clip(1.0 - gray / paper, 0.0, None)
+    return np.clip(gray - background_map(gray), 0.0, None)
 
 
 def otsu(values: np.ndarray) -> float:
@@ -554,7 +607,13 @@ def place(digit: np.ndarray) -> np.ndarray:
 
 
 WORK_SIDE = 128  # larger inputs are area-averaged down first: 20x20 is the goal anyway
+# A large JPEG (a phone photo) is decoded at a reduced scale down to this longer side:
+# 8x the work size, so a digit 3% of the frame across still has 30 px for the second look.
+# A 12-megapixel photo, decoded at half scale, takes 44 ms against 77 (benchmarks/photos.py).
+DECODE_SIDE = 1024
 REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
+SHEET_SHARE = 0.15  # a light region at least this share of the image may be a sheet of paper
+SHEET_RADIUS = 0.17  # ... with room for a disk of this radius (a share of the shorter side)
 
 
 def _refine(
@@ -562,19 +621,111 @@ def _refine(
 ) -> Preprocessed | None:
     """The pipeline again on the source cropped to the digit's box plus half its size
     each way (enough background for polarity and lighting), mapped back to the source."""
-    x0, y0, x1, y1 = first.box  # type: ignore[misc]
+    fx, fy = _decoded_per_source(full, first)
+    sx0, sy0, sx1, sy1 = first.box  # type: ignore[misc]
+    x0, y0, x1, y1 = floor(sx0 * fx), floor(sy0 * fy), ceil(sx1 * fx), ceil(sy1 * fy)
     m = max(x1 - x0, y1 - y0) // 2 + 2
     box = (max(0, x0 - m), max(0, y0 - m), min(full.size[0], x1 + m), min(full.size[1], y1 + m))
     again = preprocess(full.crop(box), deskew_digit=deskew_digit,
                        normalize_strokes=normalize_strokes, refine=False)  # fmt: skip
     if again.blank or again.box is None:
         return None
-    bx0, by0, bx1, by1 = again.box
-    again.box = (bx0 + box[0], by0 + box[1], bx1 + box[0], by1 + box[1])
+    note = f"refined on the source around the digit ({box[2] - box[0]}x{box[3] - box[1]} px)"
+    return _map_back(again, first, box[:2], (fx, fy), note)
+
+
+def _decoded_per_source(full: Image.Image, first: Preprocessed) -> tuple[float, float]:
+    """Decoded pixels per source pixel: below 1 when a large JPEG was decoded at reduced
+    scale."""
+    return full.size[0] / first.source_size[0], full.size[1] / first.source_size[1]
+
+
+def _map_back(
+    again: Preprocessed,
+    first: Preprocessed,
+    origin: tuple[int, int],
+    factors: tuple[float, float],
+    note: str,
+) -> Preprocessed:
+    """A second look's record in the first look's terms: its box (found in a crop of the
+    decoded image at ``origin``) in source coordinates, its scale per source pixel."""
+    (fx, fy), sw, sh = factors, *first.source_size
+    if again.box is not None:
+        bx0, by0, bx1, by1 = again.box
+        bx0, by0, bx1, by1 = bx0 + origin[0], by0 + origin[1], bx1 + origin[0], by1 + origin[1]
+        again.box = (min(floor(bx0 / fx), sw - 1), min(floor(by0 / fy), sh - 1),
+                     min(ceil(bx1 / fx), sw), min(ceil(by1 / fy), sh))  # fmt: skip
+    again.scale *= fx
     again.source_size = first.source_size
-    again.steps = [*first.steps, f"refined on the source around the digit ({box[2] - box[0]}x"
-                   f"{box[3] - box[1]} px)", *again.steps]  # fmt: skip
+    again.steps = [*first.steps, note, *again.steps]
     return again
+
+
+def is_sheet(mask: np.ndarray) -> bool:
+    """Whether the "ink" is a sheet of paper on a darker desk: a light region over a
+    sixth of the image with room, beside the writing on it, for a disk a third of the
+    image's shorter side across.
+
+    A photo of a note lying on a desk has the desk along most of its border, so the
+    paper reads as a light mark on a dark ground. A digit's strokes are narrower: a
+    stroke as bold as MNIST's boldest (0.28 of the digit) in a digit filling the photo
+    holds a disk of radius 0.14 (asked only of photos: blurred 28x28 digits reach 0.25).
+    """
+    share = float(mask.mean())
+    if not SHEET_SHARE <= share < 0.9:  # the whole image light: no desk to tell it by
+        return False
+    radius = float(ndimage.distance_transform_edt(np.pad(mask, 1)).max())
+    return radius >= SHEET_RADIUS * min(mask.shape)
+
+
+def paper_beyond(img: Image.Image, on_paper: Image.Image) -> Image.Image:
+    """The paper's colour carried smoothly past its edge: a blur of the paper alone,
+    divided by the blur of its mask, at 64 px. A flat fill left a step where the lamp's
+    gradient met it, and the step read as a stroke."""
+    side = fit(np.zeros(img.size[::-1], np.float32), 64).shape[::-1]
+    colour = np.asarray(img.resize(side, Image.Resampling.BOX), np.float32).reshape(
+        side[1], side[0], -1
+    )
+    weight = np.asarray(on_paper.resize(side, Image.Resampling.BOX), np.float32)[..., None] / 255
+    sigma = (8, 8, 0)
+    spread = ndimage.gaussian_filter(colour * weight, sigma, mode="nearest")
+    reach = ndimage.gaussian_filter(weight, sigma, mode="nearest")
+    inside = weight[..., 0] > 0.5
+    mean = colour[inside].mean(0) if inside.any() else colour.reshape(-1, colour.shape[2]).mean(0)
+    fill = np.where(reach > 0.01, spread / np.maximum(reach, 1e-6), mean)
+    fill = np.clip(fill, 0, 255).round().astype(np.uint8)
+    fill_img = Image.fromarray(fill[..., 0] if img.mode == "L" else fill, img.mode)
+    return fill_img.resize(img.size, Image.Resampling.BILINEAR)
+
+
+def _on_sheet(
+    full: Image.Image,
+    first: Preprocessed,
+    mask: np.ndarray,
+    deskew_digit: bool,
+    normalize_strokes: bool,
+) -> Preprocessed:
+    """The pipeline again on the sheet alone: the decoded image cropped to the sheet, the
+    desk in its corners (a sheet lies at an angle) painted over with the paper's colour."""
+    sheet = shrink(ndimage.binary_fill_holes(mask), max(1, round(0.02 * max(mask.shape))))
+    if not sheet.any():
+        return _blank(first)
+    rows, cols = np.flatnonzero(sheet.any(1)), np.flatnonzero(sheet.any(0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    fx, fy = _decoded_per_source(full, first)
+    kx = full.size[0] / mask.shape[1]  # decoded pixels per work pixel
+    ky = full.size[1] / mask.shape[0]
+    box = (floor(x0 * kx), floor(y0 * ky), min(ceil(x1 * kx), full.size[0]),
+           min(ceil(y1 * ky), full.size[1]))  # fmt: skip
+    crop = eight_bit(full.crop(box))  # a 16-bit scan scaled, not clipped white
+    crop = crop.convert("L" if crop.mode in ("L", "LA", "1") else "RGB")
+    on_paper = Image.fromarray(sheet[y0:y1, x0:x1].astype(np.uint8) * 255).resize(
+        crop.size, Image.Resampling.BILINEAR
+    )
+    again = preprocess(Image.composite(crop, paper_beyond(crop, on_paper), on_paper),
+                       deskew_digit=deskew_digit, normalize_strokes=normalize_strokes)  # fmt: skip
+    note = f"a sheet of paper on a darker ground: read on it ({crop.size[0]}x{crop.size[1]} px)"
+    return _map_back(again, first, box[:2], (fx, fy), note)
 
 
 def preprocess(
@@ -594,9 +745,17 @@ def preprocess(
     thickening it cost 5 points on impulse noise); on validation renders it takes thin
     pens from 95.0% to 96.75% and changes nothing else.
     """
-    img = full = ImageOps.exif_transpose(open_image(src, max_pixels))
-    result = Preprocessed(np.zeros((28, 28), np.float32), source_size=img.size)
-    img = drop_unused_channels(eight_bit(img))
+    img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE)
+    full = img
+    result = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
+    if img.size != source_size:
+        result.steps.append(f"decoded at 1/{round(source_size[0] / img.size[0])} scale")
+    img = eight_bit(img)
+    # Dropping channels first makes a canvas's resize cheaper; on a large photo, whose
+    # channels differ, the search for equal ones is better made on the 128 px result.
+    small_source = max(img.size) <= 4 * WORK_SIDE
+    if small_source:
+        img = drop_unused_channels(img)
     if max(img.size) > WORK_SIDE:  # area-average in PIL's C code before any numpy work
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -606,6 +765,8 @@ def preprocess(
         size = (max(1, round(img.size[0] * f)), max(1, round(img.size[1] * f)))
         img = img.resize(size, Image.Resampling.BOX)
         result.steps.append(f"downscaled to {size[0]}x{size[1]}")
+    if not small_source:
+        img = drop_unused_channels(img)
     gray, rgb = flatten(img)
     rgb = rgb if robust else None
     scale = gray.shape[1] / result.source_size[0]
@@ -614,13 +775,7 @@ def preprocess(
         # Lighting, shadow, fog or grey paper: the ink is measured against a local
         # background estimate rather than one level for the whole image.
         result.inverted = dark_ink_local(gray)
-        if result.inverted:
-            # Light falls on paper and ink alike: divide by the paper's brightness
-            # (reflectance) rather than subtract, so ink in a shadow keeps its weight.
-            paper = np.maximum(1.0 - background_map(1.0 - gray), 0.05)
-            ink = np.clip(1.0 - gray / paper, 0.0, None)
-        else:
-            ink = np.clip(gray - background_map(gray), 0.0, None)
+        ink = ink_on_uneven(gray, result.inverted)
         result.steps += ["inverted"] * result.inverted + ["uneven background removed"]
     else:
         result.inverted = dark_ink(gray) if robust else border_level(gray) > 0.5
@@ -629,8 +784,7 @@ def preprocess(
             result.steps.append("inverted")
         ink = np.clip(gray - border_level(gray), 0.0, None)
     if robust and rgb is not None and ink.max() < 0.25:
-        paper = np.median(border_pixels(rgb), axis=0)
-        colour = np.linalg.norm(rgb - paper, axis=2) / np.sqrt(3)
+        colour = hue_distance(rgb, np.median(border_pixels(rgb), axis=0))
         if colour.max() > 2 * ink.max():
             ink = np.clip(colour - np.median(colour), 0.0, None)
             result.steps.append("colour contrast")
@@ -657,6 +811,10 @@ def preprocess(
         mask = keep_digit(strong, strong | (ink > LINK_LEVEL * t)) & mask
         if mask.sum() < MIN_INK_PIXELS:
             return _blank(result)
+        if refine and scale <= 0.25 and is_sheet(mask):
+            # A photo of a sheet on a darker desk: the paper read as the light "ink". Only
+            # in photos: at MNIST's size a blurred digit is as wide.
+            return _on_sheet(full, result, mask, deskew_digit, normalize_strokes)
         # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
         # the textbook pipeline would: Otsu's mask alone crops a blurred digit too tight.
         rim = max(2, round(0.03 * max(mask.shape)))
