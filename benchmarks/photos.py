@@ -2,8 +2,11 @@
 
 Each digit is drawn in dark ink on warm-tinted paper under a lamp's gradient, with
 sensor noise, in a 4032x3024 JPEG (variants.phone_photo), small (2 to 6% of the frame's
-height, as on a page photographed whole), framed (6 to 70%), or on a sheet of paper
-lying, turned, on a dark desk that shows all round it. Per kind: accuracy of the
+height, as on a page photographed whole), framed (6 to 70%), on a sheet of paper lying,
+turned, on a dark desk that shows all round it, or tiny (1.2 to 2%: 36 to 60 px, a digit
+among a page of writing); and blank paper, bare or on the desk, which should all read
+"no digit" (a look closer for small digits must not find digits in the paper's grain).
+Per kind: accuracy of the
 robust pipeline and of the textbook one (invert, crop, fit, centre), how many were read
 as "no digit", and the time to preprocess one photo decoded at reduced scale (as the
 pipeline does) against a full decode (``DECODE_SIDE`` 0), in the same run.
@@ -32,6 +35,9 @@ KINDS = {
     "small (2-6% of height)": ((0.02, 0.06), False),
     "framed (6-70%)": ((0.06, 0.7), False),
     "sheet on a desk (6-40%)": ((0.06, 0.4), True),
+    "tiny (1.2-2%)": ((0.012, 0.02), False),
+    "blank paper": (None, False),  # every one should read "no digit"
+    "blank sheet on a desk": (None, True),
 }
 
 
@@ -74,13 +80,18 @@ def main() -> None:
           f"{'ms reduced':>10} {'ms full':>8} {'ratio':>6}")  # fmt: skip
     for number, (name, (share, desk)) in enumerate(KINDS.items()):
         rng = np.random.default_rng([args.seed, number])
-        photos = [phone_photo(d, rng, share, desk) for d in digits]
+        photos = [phone_photo(None if share is None else d, rng, share or (0, 0), desk)
+                  for d in digits]  # fmt: skip
         robust, ms = timed(photos, pp.DECODE_SIDE)
         _, ms_full = timed(photos, 0)
-        textbook = [pp.preprocess(p, robust=False) for p in photos]
         blank = np.mean([r.blank for r in robust])
-        print(f"{name:<24} {accuracy(robust):>7.2%} {blank:>8.1%} {accuracy(textbook):>8.2%} "
-              f"{ms:>10.1f} {ms_full:>8.1f} {ms_full / ms:>5.1f}x", flush=True)  # fmt: skip
+        if share is None:  # no digit to get right: "no digit" should be 100%
+            scores = f"{'-':>7} {blank:>8.1%} {'-':>8}"
+        else:
+            textbook = [pp.preprocess(p, robust=False) for p in photos]
+            scores = f"{accuracy(robust):>7.2%} {blank:>8.1%} {accuracy(textbook):>8.2%}"
+        print(f"{name:<24} {scores} {ms:>10.1f} {ms_full:>8.1f} {ms_full / ms:>5.1f}x",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -76,14 +76,21 @@ def page_png(digit: np.ndarray, rng: Rng) -> bytes:
 
 
 def phone_photo(
-    digit: np.ndarray, rng: Rng, share: tuple[float, float] = (0.06, 0.7), desk: bool = False
+    digit: np.ndarray | None,
+    rng: Rng,
+    share: tuple[float, float] = (0.06, 0.7),
+    desk: bool = False,
 ) -> bytes:
     """A 12-megapixel phone photo (4032x3024 JPEG) of dark ink on warm-tinted paper under
-    a lamp, the digit ``share`` of the frame's height. With ``desk``, the paper is a sheet
-    covering 50 to 80% of each side, turned up to 12 degrees, on a dark wooden desk. Not
-    a variant of the benchmark: at 300 ms a render, it is benchmarks/photos.py's own."""
+    a lamp, the digit ``share`` of the frame's height (no digit: blank paper). With
+    ``desk``, the paper is a sheet covering 50 to 80% of each side, turned up to 12
+    degrees, on a dark wooden desk. Not a variant of the benchmark: at 300 ms a render,
+    it is benchmarks/photos.py's own."""
     H, W = 3024, 4032
-    strokes = pen_strokes(digit, int(rng.uniform(*share) * H))
+    if digit is None:
+        strokes = np.zeros((1, 1), np.float32)
+    else:
+        strokes = pen_strokes(digit, int(rng.uniform(*share) * H))
     ys, xs = np.ogrid[0:H, 0:W]
     light = 0.7 + rng.uniform(-0.3, 0.3) * (xs / W - 0.5) + rng.uniform(-0.2, 0.2) * (ys / H - 0.5)
     if desk:

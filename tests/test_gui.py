@@ -223,7 +223,7 @@ def test_drawing_in_the_window_recognizes_real_digits(app, mnist, display):
     screenshot(display, "gui-drawn.png", (0, 0, 820, 620))
 
 
-def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path):
+def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path, display):
     digit = mnist.test_images[0].numpy()
     draw_with_events(app, digit)
     settled(app)
@@ -260,6 +260,17 @@ def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path):
     wait_for(app, lambda: "portrait.jpg" in app.thumb.cget("text"))
     thumb = app._images["thumb"]
     assert (thumb.width(), thumb.height()) == (64, 96)
+    # Whole, inside the 820x620 window (stacked under the model's view, it was cut off).
+    bottom = app.thumb.winfo_rooty() + app.thumb.winfo_height()
+    assert bottom <= app.root.winfo_rooty() + app.root.winfo_height() - 40, bottom
+    long_name = tmp_path / "IMG_20261123_174512_from_the_phone_gallery.jpg"
+    (tmp_path / "portrait.jpg").rename(long_name)
+    app.open_image(long_name)
+    wait_for(app, lambda: "gallery.jpg" in app.thumb.cget("text"))
+    assert app.thumb.cget("text") == "opened: IMG_202611…_gallery.jpg"
+    assert app.thumb.winfo_reqwidth() <= 140
+    app.root.update()
+    screenshot(display, "gui-opened.png", (0, 0, 820, 620))
 
     (tmp_path / "junk.png").write_bytes(b"not an image")
     app.open_image(tmp_path / "junk.png")

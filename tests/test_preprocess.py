@@ -10,6 +10,7 @@ from scipy import ndimage
 from digitrec.errors import ImageError
 from digitrec.preprocess import (
     MAX_PIXELS,
+    background_map,
     center_of_mass,
     drop_unused_channels,
     flatten,
@@ -357,16 +358,19 @@ def test_a_small_digit_in_a_large_jpeg_is_refined_and_mapped_back(mnist, orienta
     assert np.corrcoef(out.image.ravel(), preprocess(page).image.ravel())[0, 1] > 0.95
 
 
-def lamp_lit_photo(digit: np.ndarray | None, slope=(0.3, 0.1), seed=0) -> np.ndarray:
+def lamp_lit_photo(
+    digit: np.ndarray | None, slope=(0.3, 0.1), seed=0, side: int = 60
+) -> np.ndarray:
     """A 2000x1500 photo of warm-tinted paper under a lamp (brightness 0.7 +- 0.15 across),
-    with sensor noise and, if given, a 60 px digit in dark ink at (1200, 500)."""
+    with sensor noise and, if given, a digit ``side`` px tall in dark ink at (1200, 500)."""
     h, w = 1500, 2000
     rng = np.random.default_rng(seed)
     ys, xs = np.ogrid[0:h, 0:w]
     light = 0.7 + slope[0] * (xs / w - 0.5) + slope[1] * (ys / h - 0.5)
     ink = np.zeros((h, w))
     if digit is not None:
-        ink[500:560, 1200:1260] = np.asarray(Image.fromarray(digit).resize((60, 60))) / 255
+        strokes = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+        ink[500 : 500 + side, 1200 : 1200 + side] = np.asarray(strokes) / 255
     page = light * (1 - 0.75 * ink) + rng.normal(0, 0.015, (h, w))
     rgb = np.repeat(page[..., None], 3, axis=2) * [0.98, 1.0, 0.92]
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
@@ -403,8 +407,42 @@ def test_a_ballpoint_8_on_a_lamp_lit_photo_is_dark_strokes_not_filled_loops(slop
     assert out.image.max() > 0.9
 
 
+@pytest.mark.parametrize("side", [40, 80])
+def test_a_digit_too_faint_at_the_working_size_is_looked_for_closer(mnist, side):
+    """A digit 1-3% of a 12-megapixel photo's height is 1-3 faint pixels at 128 px and
+    read as "no digit"; at 512 px it is found, then refined on the photo itself."""
+    digit = mnist.test_images[0].numpy()
+    out = preprocess(photo_jpeg(a_page(digit, (3024, 4032), side, (2500, 700))))
+    assert not out.blank, out.steps
+    assert out.steps[:2] == ["decoded at 1/2 scale", "nothing at 128 px: looked again at 512 px"]
+    assert any(s.startswith("refined") for s in out.steps), out.steps
+    x0, y0, x1, y1 = out.box
+    assert 2495 <= x0 < x1 <= 2505 + side and 695 <= y0 < y1 <= 705 + side, out.box
+    assert np.corrcoef(out.image.ravel(), digit.ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("slope", [(0.3, 0.1), (-0.3, 0.2), (0.2, -0.2)])
+def test_a_tiny_digit_on_a_lamp_lit_photo_is_not_outweighed_by_the_lamps_edge(mnist, slope):
+    """A 30 px digit in a 2000x1500 photo under a lamp. The background map cut the
+    gradient's peak off at the photo's edge, and the band left there was read as the digit
+    (or, at 128 px, outweighed it into "no digit")."""
+    digit = mnist.test_images[0].numpy()
+    out = preprocess(lamp_lit_photo(digit, slope, side=30))
+    x0, y0, x1, y1 = out.box
+    assert 1195 <= x0 < x1 <= 1235 and 495 <= y0 < y1 <= 535, (out.box, out.steps)
+    assert np.corrcoef(out.image.ravel(), digit.ravel())[0, 1] > 0.8
+
+
+def test_the_background_map_follows_a_gradient_to_the_edge():
+    ys, xs = np.mgrid[0:300, 0:400]
+    for slope in [(0.3, 0.1), (-0.3, 0.2), (0.0, -0.4)]:
+        ramp = (0.5 + slope[0] * (xs / 400 - 0.5) + slope[1] * (ys / 300 - 0.5)).astype(np.float32)
+        assert np.abs(background_map(ramp) - ramp).max() < 0.005
+
+
 def test_a_lamp_lit_tinted_photo_of_blank_paper_is_blank():
-    for seed, slope in enumerate([(0.3, 0.1), (-0.3, 0.2), (0.2, -0.2)]):
+    """Its lit half is a large light region too, but no sheet: its edge is no step."""
+    for seed, slope in enumerate([(0.3, 0.1), (-0.3, 0.2), (0.2, -0.2), (0.5, 0.0), (0.0, 0.6)]):
         out = preprocess(lamp_lit_photo(None, slope, seed))
         assert out.blank, out.steps
 
@@ -464,6 +502,21 @@ def test_a_sheet_on_a_desk_in_a_16_bit_scan(mnist):
     assert any(s.startswith("a sheet of paper") for s in out.steps) and not out.blank, out.steps
     x0, y0, x1, y1 = out.box
     assert 850 <= x0 < x1 <= 1250 and 450 <= y0 < y1 <= 850, out.box
+
+
+@pytest.mark.parametrize("angle, slope", [(0.0, 0.5), (8.0, -0.4), (-12.0, 0.5)])
+def test_a_sheet_on_a_desk_under_a_steep_lamp(mnist, angle, slope):
+    """Brightness from 0.5 to 1.0 across the photo: the desk's border is then uneven, and
+    the background map (a window far narrower than the sheet) took the sheet for
+    background; what was left of its edges was read as the digit."""
+    digit = mnist.test_images[1].numpy()
+    out = preprocess(sheet_on_desk(digit, angle, slope))
+    assert any(s.startswith("a sheet of paper") for s in out.steps), out.steps
+    x0, y0, x1, y1 = out.box
+    assert 850 <= x0 < x1 <= 1250 and 450 <= y0 < y1 <= 850, out.box
+    turned = np.asarray(Image.fromarray(np.pad(digit, 14)).rotate(angle, Image.Resampling.BILINEAR))
+    assert np.corrcoef(out.image.ravel(), preprocess(turned).image.ravel())[0, 1] > 0.85
+    assert preprocess(sheet_on_desk(None, angle, slope)).blank
 
 
 @pytest.mark.parametrize("angle, slope", [(0.0, 0.3), (0.0, -0.3), (8.0, 0.2), (-12.0, -0.3)])

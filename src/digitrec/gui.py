@@ -232,14 +232,18 @@ class App:
         self.detail.pack()
         self.bars = tk.Canvas(side, name="bars", width=230, height=10 * 20, highlightthickness=0)
         self.bars.pack(pady=6)
+        # The opened image beside what the model saw, not below it: stacked, the panel
+        # outgrew a 620 px tall window and the thumbnail was cut off.
         row = tk.Frame(side)
         row.pack(pady=(4, 0))
-        tk.Label(row, text="the model sees").pack()
+        seen = tk.Frame(row)
+        seen.pack(side="left", anchor="n")
+        tk.Label(seen, text="the model sees").pack()
         self._images["seen"] = tk.PhotoImage(width=112, height=112)  # black until a prediction
-        self.seen = tk.Label(row, name="seen", image=self._images["seen"], bg="black", bd=0)
+        self.seen = tk.Label(seen, name="seen", image=self._images["seen"], bg="black", bd=0)
         self.seen.pack()
-        self.thumb = tk.Label(side, name="thumb", compound="top")
-        self.thumb.pack(pady=(8, 0))
+        self.thumb = tk.Label(row, name="thumb", compound="bottom", wraplength=112)
+        self.thumb.pack(side="left", anchor="n", padx=(10, 0))
 
         buttons = tk.Frame(root, name="buttons")
         buttons.grid(row=1, column=0, columnspan=2, sticky="w", padx=10)
@@ -364,7 +368,8 @@ class App:
             pred, thumb = result
             photo = self.tk.PhotoImage(data=png_data(thumb))
             self._images["thumb"] = photo
-            self.thumb.configure(image=photo, text=f"opened: {path.name}")
+            name = path.name if len(path.name) <= 24 else f"{path.name[:10]}…{path.name[-12:]}"
+            self.thumb.configure(image=photo, text=f"opened: {name}")
             self._show(pred)
 
         self.worker.submit("open", job, then)

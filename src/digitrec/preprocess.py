@@ -305,13 +305,34 @@ def background_map(gray: np.ndarray) -> np.ndarray:
     and keeps what is wide: lighting gradients, shadows, grey paper. It runs on a thumbnail
     of at most 96 px, so it costs the same for any image, and is sharp enough there to
     follow the edge of a shadow.
+
+    Near the edge the window runs off the thumbnail, so the thumbnail is padded: the
+    plane that best fits it carried on, plus each edge pixel's departure from that plane.
+    Under a lamp's gradient that is the gradient itself, up to the edge; repeating the
+    edge pixel instead cut the gradient's peak off for half a window, and the band left
+    there outweighed a small digit (ink residue on blank lamp-lit paper 0.04-0.07, now
+    under 0.01).
     """
     h, w = gray.shape
     small = fit(gray, 96, enlarge=False)
     k = max(3, round(0.1 * max(small.shape)) | 1)
-    opened = ndimage.grey_opening(small, size=(k, k), mode="nearest")
-    opened = ndimage.uniform_filter(opened, size=3, mode="nearest")
+    pad = k  # as far as the opening (k - 1) and the 3x3 mean reach
+    opened = ndimage.grey_opening(pad_along_plane(small, pad), size=(k, k), mode="nearest")
+    opened = ndimage.uniform_filter(opened, size=3, mode="nearest")[pad:-pad, pad:-pad]
     return resize(opened, (w, h)) if opened.shape != gray.shape else opened
+
+
+def pad_along_plane(a: np.ndarray, pad: int) -> np.ndarray:
+    """``a`` padded by ``pad`` pixels: its least-squares plane extended, plus the edge's
+    residual from that plane repeated outward."""
+    h, w = a.shape
+    x = np.arange(-pad, w + pad, dtype=np.float32) - (w - 1) / 2  # centred: on a full grid
+    y = np.arange(-pad, h + pad, dtype=np.float32) - (h - 1) / 2  # the fit is per axis
+    xi, yi = x[pad : pad + w], y[pad : pad + h]
+    bx = float(a.mean(0) @ xi) / max(float(xi @ xi), 1e-6)
+    by = float(a.mean(1) @ yi) / max(float(yi @ yi), 1e-6)
+    plane = float(a.mean()) + by * y[:, None] + bx * x[None, :]
+    return np.pad(a - plane[pad : pad + h, pad : pad + w], pad, mode="edge") + plane
 
 
 def hue_distance(rgb: np.ndarray, paper: np.ndarray) -> np.ndarray:
@@ -611,8 +632,10 @@ WORK_SIDE = 128  # larger inputs are area-averaged down first: 20x20 is the goal
 # 8x the work size, so a digit 3% of the frame across still has 30 px for the second look.
 # A 12-megapixel photo, decoded at half scale, takes 44 ms against 77 (benchmarks/photos.py).
 DECODE_SIDE = 1024
+CLOSER_SIDE = 512  # a photo read blank at WORK_SIDE is looked at again at this size
 REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
 SHEET_SHARE = 0.15  # a light region at least this share of the image may be a sheet of paper
+ON_SHEET = "a sheet of paper on a darker ground"  # the record's note
 SHEET_RADIUS = 0.17  # ... with room for a disk of this radius (a share of the shorter side)
 
 
@@ -678,6 +701,16 @@ def is_sheet(mask: np.ndarray) -> bool:
     return radius >= SHEET_RADIUS * min(mask.shape)
 
 
+def edge_step(gray: np.ndarray, mask: np.ndarray) -> float:
+    """How much brighter the mask's rim is than the ground just outside it: a sheet's
+    edge on a desk is a step (about 0.5), the line where a lamp's gradient crosses a
+    threshold is not (about 0.01 at the working size)."""
+    inner, outer = mask & grow(~mask, 2), ~mask & grow(mask, 2)  # not along the image's edge
+    if not inner.any() or not outer.any():
+        return 0.0
+    return float(np.median(gray[inner]) - np.median(gray[outer]))
+
+
 def paper_beyond(img: Image.Image, on_paper: Image.Image) -> Image.Image:
     """The paper's colour carried smoothly past its edge: a blur of the paper alone,
     divided by the blur of its mask, at 64 px. A flat fill left a step where the lamp's
@@ -724,7 +757,7 @@ def _on_sheet(
     )
     again = preprocess(Image.composite(crop, paper_beyond(crop, on_paper), on_paper),
                        deskew_digit=deskew_digit, normalize_strokes=normalize_strokes)  # fmt: skip
-    note = f"a sheet of paper on a darker ground: read on it ({crop.size[0]}x{crop.size[1]} px)"
+    note = f"{ON_SHEET}: read on it ({crop.size[0]}x{crop.size[1]} px)"
     return _map_back(again, first, box[:2], (fx, fy), note)
 
 
@@ -746,6 +779,31 @@ def preprocess(
     pens from 95.0% to 96.75% and changes nothing else.
     """
     img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE)
+    first = _read(img, source_size, WORK_SIDE, robust, deskew_digit, normalize_strokes, refine)
+    on_sheet = any(step.startswith(ON_SHEET) for step in first.steps)  # looked closer there
+    if first.blank and robust and refine and max(img.size) > CLOSER_SIDE and not on_sheet:
+        # A digit a few percent of a photo's height is a few faint pixels at 128 px, too
+        # few to tell from the paper's grain: look again, at 512 px, before saying "no
+        # digit" (the digit found there is then refined on the photo itself).
+        closer = _read(img, source_size, CLOSER_SIDE, robust, deskew_digit, normalize_strokes,
+                       refine)  # fmt: skip
+        if not closer.blank:
+            at = int(closer.steps[0].startswith("decoded"))  # after "decoded at 1/2 scale"
+            closer.steps.insert(at, f"nothing at {WORK_SIDE} px: looked again at {CLOSER_SIDE} px")
+            return closer
+    return first
+
+
+def _read(
+    img: Image.Image,
+    source_size: tuple[int, int],
+    work_side: int,
+    robust: bool,
+    deskew_digit: bool,
+    normalize_strokes: bool,
+    refine: bool,
+) -> Preprocessed:
+    """The pipeline on a decoded image, worked on at ``work_side`` pixels at most."""
     full = img
     result = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
     if img.size != source_size:
@@ -753,15 +811,15 @@ def preprocess(
     img = eight_bit(img)
     # Dropping channels first makes a canvas's resize cheaper; on a large photo, whose
     # channels differ, the search for equal ones is better made on the 128 px result.
-    small_source = max(img.size) <= 4 * WORK_SIDE
+    small_source = max(img.size) <= 4 * work_side
     if small_source:
         img = drop_unused_channels(img)
-    if max(img.size) > WORK_SIDE:  # area-average in PIL's C code before any numpy work
+    if max(img.size) > work_side:  # area-average in PIL's C code before any numpy work
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode not in ("L", "RGB", "RGBA", "LA"):
             img = img.convert("RGB")
-        f = WORK_SIDE / max(img.size)
+        f = work_side / max(img.size)
         size = (max(1, round(img.size[0] * f)), max(1, round(img.size[1] * f)))
         img = img.resize(size, Image.Resampling.BOX)
         result.steps.append(f"downscaled to {size[0]}x{size[1]}")
@@ -775,6 +833,13 @@ def preprocess(
         # Lighting, shadow, fog or grey paper: the ink is measured against a local
         # background estimate rather than one level for the whole image.
         result.inverted = dark_ink_local(gray)
+        if refine and not result.inverted and scale <= 0.25:
+            # A sheet on a desk under a steep lamp: the lamp makes the desk's border
+            # uneven, and the background map, whose window is far narrower than the
+            # sheet, takes the sheet itself for background. Judged on a plain threshold.
+            paper = gray > otsu(gray)
+            if is_sheet(paper) and edge_step(gray, paper) > 0.15:
+                return _on_sheet(full, result, paper, deskew_digit, normalize_strokes)
         ink = ink_on_uneven(gray, result.inverted)
         result.steps += ["inverted"] * result.inverted + ["uneven background removed"]
     else:
