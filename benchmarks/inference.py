@@ -31,7 +31,7 @@ from digitrec.export import OnnxModel, export
 from digitrec.predictor import Predictor, inference_module, shipped_model_path
 from digitrec.recipes import make_config
 from digitrec.train import train
-from variants import page_png, phone_photo
+from variants import decoded_at, page_png, phone_photo
 
 
 def timed(fn, seconds: float) -> np.ndarray:
@@ -54,12 +54,9 @@ def phone_photos(ds, rng: np.random.Generator, seconds: float) -> None:
     print(f"\npreprocessing a 12-megapixel phone photo ({size:.1f} MB JPEG)")
     p50 = {}
     for label, side in (("reduced decode", pp.DECODE_SIDE), ("full decode", 0)):
-        pp.DECODE_SIDE, default = side, pp.DECODE_SIDE
         it = iter(range(10**9))
-        try:
+        with decoded_at(side):
             t = timed(lambda it=it: pp.preprocess(photos[next(it) % len(photos)]), seconds)
-        finally:
-            pp.DECODE_SIDE = default
         p50[label] = np.percentile(t, 50)
         print(f"{label:<28} {p50[label]:>7.1f} {np.percentile(t, 99):>7.1f}")
     print(f"reduced decode {p50['full decode'] / p50['reduced decode']:.1f}x faster")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from digitrec import preprocess as pp
 from digitrec.data import load_dataset, split_indices
 from digitrec.predictor import Predictor
-from variants import phone_photo
+from variants import decoded_at, phone_photo
 
 # name: (the digit's share of the frame's height, on a sheet lying on a desk)
 KINDS = {
@@ -43,13 +43,10 @@ KINDS = {
 
 def timed(photos: list[bytes], decode_side: int) -> tuple[list[pp.Preprocessed], float]:
     """The pipeline on every photo, and its mean ms per photo, at this ``DECODE_SIDE``."""
-    pp.DECODE_SIDE, default = decode_side, pp.DECODE_SIDE
-    try:
+    with decoded_at(decode_side):
         t0 = time.perf_counter()
         out = [pp.preprocess(p) for p in photos]
         return out, (time.perf_counter() - t0) / len(photos) * 1000
-    finally:
-        pp.DECODE_SIDE = default
 
 
 def main() -> None:

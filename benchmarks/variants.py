@@ -10,7 +10,8 @@ severity each; they are re-implementations, not the published data set.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from PIL import Image
 from scipy import ndimage
 
 from digitrec import augment
+from digitrec import preprocess as pp
 
 Rng = np.random.Generator
 Variant = Callable[[np.ndarray, Rng], object]
@@ -73,6 +75,17 @@ def page_png(digit: np.ndarray, rng: Rng) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+@contextmanager
+def decoded_at(side: int) -> Iterator[None]:
+    """Large JPEGs decoded down to ``side`` px (0: in full) inside the block, for timing the
+    pipeline's reduced decode against a full one in the same run."""
+    pp.DECODE_SIDE, default = side, pp.DECODE_SIDE
+    try:
+        yield
+    finally:
+        pp.DECODE_SIDE = default
 
 
 def phone_photo(
