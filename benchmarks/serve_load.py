@@ -11,7 +11,8 @@ The load comes from `wrk` (Debian package wrk) when it is installed: a C client 
 leaves the CPU to the server. Without it, an asyncio httpx client is used, which on two
 cores is itself the bottleneck (say so when quoting its figures).
 
-    python benchmarks/serve_load.py [--seconds 10] [--workers 1] [--client wrk|python]
+    python benchmarks/serve_load.py [--seconds 10] [--workers 1] [--backend auto|int8]
+                                    [--client wrk|python]
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10, help="per concurrency level")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--model-path", default=str(shipped_model_path()))
+    ap.add_argument("--backend", default="auto", help="digitrec serve --backend (int8: the "
+                    "int8 copy shipped beside the model)")  # fmt: skip
     ap.add_argument("--client", choices=["wrk", "python"],
                     default="wrk" if shutil.which("wrk") else "python")  # fmt: skip
     args = ap.parse_args()
@@ -158,7 +161,7 @@ def main() -> None:
         Path(tmp, "constant_app.py").write_text(CONSTANT_APP)
         p1, p2 = free_port(), free_port()
         serve = ["serve", "--port", str(p1), "--workers", str(args.workers),
-                 "--model-path", args.model_path]  # fmt: skip
+                 "--model-path", args.model_path, "--backend", args.backend]  # fmt: skip
         ours = start([sys.executable, "-m", "digitrec", *serve], f"http://127.0.0.1:{p1}/healthz")
         # The same HTTP protocol as `digitrec serve` (Nagle off also with several workers).
         ref = start([sys.executable, "-m", "uvicorn", "constant_app:app", "--port", str(p2),
@@ -168,7 +171,8 @@ def main() -> None:
         try:
             size = np.mean([len(b) for b in bodies])
             print(
-                f"{args.workers} worker(s), {args.client} client, canvas PNGs of {size:.0f} bytes"
+                f"{args.workers} worker(s), backend {args.backend}, {args.client} client, "
+                f"canvas PNGs of {size:.0f} bytes"
             )
             print(f"{'server':<22} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
                   f"{'p99 ms':>8} {'errors':>6} {'requests':>8}")  # fmt: skip

@@ -225,6 +225,47 @@ def test_concurrent_requests_get_their_own_answers(client, digits):
     assert all(answers[k] == alone[k % len(digits)] for k in answers)
 
 
+def test_the_int8_backend_serves_the_shipped_models_int8_copy(client, digits):
+    """`serve --backend int8`: the int8 copy shipped beside the model, named as such in
+    /api/model, reading the same digits as the float model."""
+    app = create_app(Predictor.load(shipped_model_path(), backend="int8"))
+    with TestClient(app) as c:
+        assert c.get("/api/model").json()["backend"] == "onnx int8"
+        for data, label, _ in digits:
+            r = c.post("/api/predict", content=data, headers={"content-type": "image/png"})
+            assert r.json()["digit"] == label
+    assert client.get("/api/model").json()["backend"] == "onnx"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_preprocessing_runs_in_at_most_its_threads(predictor, digits, threads):
+    """Beyond ``threads`` requests at once, the rest wait on the event loop instead of
+    fighting over the GIL in more threads; every request still gets its answer."""
+    import asyncio
+
+    from digitrec.web.app import Coalescer
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def prepare(data: bytes):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)  # long enough for the other requests to try to start
+        with lock:
+            running[0] -= 1
+        return predictor.prepare([data])
+
+    async def main():
+        c = Coalescer(threads=threads)
+        jobs = [c.run(predictor, lambda d=d: prepare(d)) for d, _, _ in digits]
+        return await asyncio.gather(*jobs)
+
+    answers = asyncio.run(main())
+    assert [a[0].digit for a in answers] == [label for _, label, _ in digits]
+    assert peak[0] == threads
+
+
 def test_server_without_a_model_is_not_ready(tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITREC_MODEL", str(tmp_path / "missing.safetensors"))
     from digitrec.errors import CheckpointError
@@ -276,7 +317,7 @@ def test_waiting_requests_share_one_model_call(mnist):
     p.batches.clear()
 
     async def through_run():
-        c = Coalescer(max_batch=256)
+        c = Coalescer(max_batch=256, threads=2)  # one thread held below, one preprocessing
 
         def until_29_wait():
             deadline = time.monotonic() + 60

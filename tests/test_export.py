@@ -64,7 +64,9 @@ def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys, caplog
     assert int8.size < 0.5 * f32.size
     assert OnnxModel(int8.path).meta["precision"] == "int8"
     p = Predictor.load(int8.path)
-    assert p.backend == "onnx" and p.name == "fast"
+    assert p.backend == "onnx int8" and p.name == "fast"
+    with pytest.raises(CheckpointError, match=r"float32 ONNX model: give its \.int8\.onnx"):
+        Predictor.load(out, backend="int8")
 
 
 def test_int8_keeps_another_seed_of_fast_within_a_tenth_of_a_point(mnist, tmp_path):
@@ -81,6 +83,8 @@ def test_backend_selection(tmp_path, mnist):
     assert Predictor.load(path).backend == "torch"  # auto, nothing exported yet
     with pytest.raises(CheckpointError, match="digitrec export"):
         Predictor.load(path, backend="onnx")
+    with pytest.raises(CheckpointError, match=r"No int8 ONNX export .* --quantize int8"):
+        Predictor.load(path, backend="int8")
     export(path, check=False)
     auto, eager = Predictor.load(path), Predictor.load(path, backend="torch")
     assert auto.backend == "onnx" and eager.backend == "torch"
@@ -101,9 +105,16 @@ def test_backend_selection(tmp_path, mnist):
         Predictor.load(path, backend="onnx")
 
 
-def test_the_shipped_model_runs_on_onnx_runtime_by_default():
+def test_the_shipped_model_runs_on_onnx_runtime_by_default(mnist):
     p = Predictor.load(shipped_model_path())
     assert p.backend == "onnx" and p.meta["test_accuracy"] > 0.99
+    # Its int8 copy ships beside it, exported from exactly these weights, for servers.
+    q = Predictor.load(shipped_model_path(), backend="int8")
+    assert q.backend == "onnx int8" and q.meta["checkpoint_sha256"] == p.meta["checkpoint_sha256"]
+    x = mnist.test_images[:500].float().div(255)[:, None]
+    a, b = p.probabilities(x), q.probabilities(x)
+    assert (a.argmax(1) == b.argmax(1)).float().mean() >= 0.995
+    assert (b.argmax(1) == mnist.test_labels[:500]).float().mean() >= 0.99
 
 
 def test_bad_input_gets_clear_errors(tmp_path):

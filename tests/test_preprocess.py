@@ -596,6 +596,9 @@ def test_unused_channels_are_dropped_without_changing_the_grey_values(mnist):
     see_through = rgba.copy()
     see_through[0, 0, 3] = 0
     assert drop_unused_channels(Image.fromarray(see_through, "RGBA")).mode == "RGBA"
+    tinted = rgba.copy()  # opaque, one pixel not grey: the alpha goes, the colour stays
+    tinted[0, 0, 0] ^= 1
+    assert drop_unused_channels(Image.fromarray(tinted, "RGBA")).mode == "RGB"
     red = rgba[..., :3].copy()
     red[grey < 128, 0] = 200
     assert drop_unused_channels(Image.fromarray(red, "RGB")).mode == "RGB"

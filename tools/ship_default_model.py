@@ -7,7 +7,7 @@ first one's accuracy on clean digits and most of the second one's on corrupted o
 (chosen on the validation split and its robustness renders). The average is then
 evaluated on the test set once, copied to src/digitrec/assets/default.safetensors with
 the commands, validation metrics and test accuracy in its metadata, described in
-default.json, and exported to ONNX beside it (parity-checked).
+default.json, and exported to ONNX beside it, float32 and int8 (parity-checked).
 
     python tools/ship_default_model.py [--base RUN|CHECKPOINT]
 
@@ -107,8 +107,9 @@ def main() -> None:
         extra = {"command": " && ".join(steps), "test_accuracy": report["accuracy"],
                  "shipped": True}  # fmt: skip
         copy_with_meta(run / "best.safetensors", ASSETS / "default.safetensors", extra)
-        # The ONNX export beside it is what the Predictor runs by default (--backend auto).
-        digitrec("export", str(ASSETS / "default.safetensors"))
+        # The ONNX export beside it is what the Predictor runs by default (--backend auto);
+        # its int8 copy is what `--backend int8` runs (servers under load).
+        digitrec("export", str(ASSETS / "default.safetensors"), "--quantize", "int8")
         write_json(
             RECORD,
             {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from math import ceil, floor
 from pathlib import Path
@@ -169,6 +170,13 @@ def drop_unused_channels(img: Image.Image) -> Image.Image:
     made resizing and flattening a third of the pipeline's time. The grey value is the
     shared channel value (PIL's luminance weights sum to one in fixed point).
     """
+    if img.mode == "RGBA" and sys.byteorder == "little":
+        # One 32-bit word a pixel: an opaque grey pixel is v * 0x010101 + 0xFF000000 (on
+        # a 160 px canvas a third of the time of splitting and comparing channels in PIL).
+        words = np.frombuffer(img.tobytes(), np.uint32)
+        grey = words & 0xFF
+        if np.array_equal(words, grey * 0x010101 + 0xFF000000):
+            return Image.fromarray(grey.astype(np.uint8).reshape(img.height, img.width))
     if img.mode == "RGBA" and img.getchannel("A").getextrema()[0] == 255:
         img = img.convert("RGB")
     if img.mode == "RGB":

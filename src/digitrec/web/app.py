@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anyio
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -43,6 +44,7 @@ from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, request_body
 STATIC = resources.files("digitrec.web") / "static"
 SOURCE_ENV = "DIGITREC_MODEL_SOURCE"
 BACKEND_ENV = "DIGITREC_BACKEND"
+THREADS_ENV = "DIGITREC_THREADS"  # preprocessing threads per process (set by `serve`)
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,24 @@ class BadRequest(HTTPException):
 class Coalescer:
     """Runs the model once for every request waiting, rather than once per request.
 
-    Requests preprocess their images in the thread pool, in parallel, then queue them
-    here. While the model works on one batch (or on a request that found it idle), the
-    next requests queue up and go in the next call together: no added wait for a lone
-    request, and under load the model sees batches, where it costs a fraction per image
-    of what it costs one image at a time. ``busy`` is only touched on the event loop, so
-    there is no lock.
+    Requests preprocess their images in worker threads, then queue them here. While the
+    model works on one batch (or on a request that found it idle), the next requests
+    queue up and go in the next call together: no added wait for a lone request, and
+    under load the model sees batches, where it costs a fraction per image of what it
+    costs one image at a time. ``busy`` is only touched on the event loop, so there is
+    no lock.
+
+    Preprocessing runs in at most ``threads`` threads at once (one per core the process
+    has to itself). It is mostly Python holding the GIL: in one process, 8 threads
+    preprocessed 596 canvas PNGs a second and 32 threads 384, against 876 for one thread
+    alone, each image costing 2-3x the CPU time in the fight for the GIL. Requests
+    beyond that wait their turn on the event loop, where waiting is free.
     """
 
-    def __init__(self, max_batch: int = 256) -> None:
+    def __init__(self, max_batch: int = 256, threads: int = 1) -> None:
         self.max_batch = max_batch
+        self.threads = threads
+        self.limiter: anyio.CapacityLimiter | None = None  # made on the event loop
         self.waiting: list[tuple[Predictor, list[Preprocessed], asyncio.Future]] = []
         self.busy = False
         self.task: asyncio.Task | None = None
@@ -80,18 +90,22 @@ class Coalescer:
         self, p: Predictor, prepare: Callable[[], list[Preprocessed]]
     ) -> list[Prediction]:
         """Preprocess and predict. A request that finds the model idle does both in one
-        trip to the thread pool (each trip costs a lone request about half a
-        millisecond); otherwise it preprocesses beside the others and queues."""
+        trip to a thread; otherwise it preprocesses beside the others and queues."""
         if self.busy:
-            return await self.predict(p, await run_in_threadpool(prepare))
+            return await self.predict(p, await self._in_thread(prepare))
         self.busy = True
         try:
-            return await run_in_threadpool(lambda: p.predict_preprocessed(prepare()))
+            return await self._in_thread(lambda: p.predict_preprocessed(prepare()))
         finally:
             if self.waiting:  # those that came meanwhile
                 self.task = asyncio.create_task(self._drain())
             else:
                 self.busy = False
+
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        if self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(self.threads)
+        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
 
     async def predict(self, p: Predictor, pre: list[Preprocessed]) -> list[Prediction]:
         future = asyncio.get_running_loop().create_future()
@@ -201,6 +215,11 @@ def json_item(item: Any, where: str) -> bytes | np.ndarray:
     return decode_base64_image(item["image"], f"{where}.image")
 
 
+def cores() -> int:
+    """The CPUs this process may run on (a container's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def create_app(
     predictor: Predictor | None = None,
     model_path: str | None = None,
@@ -212,7 +231,8 @@ def create_app(
         max_pixels=int(os.environ.get("DIGITREC_MAX_PIXELS", Limits.max_pixels)),
     )
     state: dict[str, Any] = {"predictor": predictor}
-    coalescer = Coalescer(limits.max_batch)
+    threads = int(os.environ.get(THREADS_ENV, cores()))
+    coalescer = Coalescer(limits.max_batch, threads=max(1, threads))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -423,6 +443,7 @@ def serve(
     os.environ["DIGITREC_MODEL"] = str(path)
     os.environ[SOURCE_ENV] = source
     os.environ[BACKEND_ENV] = backend
+    os.environ[THREADS_ENV] = str(max(1, cores() // workers))  # a core each
     check_port(host, port)
     print(f"digitrec: open http://{host}:{port}/ (model {path}, {p.backend})", flush=True)
     uvicorn.run(

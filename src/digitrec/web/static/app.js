@@ -238,7 +238,7 @@ document.addEventListener("paste", (e) => {
 
 fetch("/api/model").then((r) => r.json()).then((m) => {
   const acc = m.test_accuracy ? `, test accuracy ${(m.test_accuracy * 100).toFixed(2)}%` : "";
-  const runtime = m.backend === "onnx" ? ", ONNX Runtime" : ", PyTorch";
+  const runtime = m.backend.startsWith("onnx") ? `, ONNX Runtime${m.backend.slice(4)}` : ", PyTorch";
   $("model").textContent = `model ${m.name} (${m.source})${acc}${runtime}`;
 }).catch(() => { $("model").textContent = "model unavailable"; });
 window.addEventListener("resize", fitCanvas);
