@@ -3,7 +3,7 @@
 Starts two real servers on free 127.0.0.1 ports: digitrec (the shipped model) and a
 minimal FastAPI app whose endpoint returns a constant, the framework's ceiling on this
 machine. Posts what the page posts (MNIST test digits drawn as dark ink on its white
-pad, sent as 160 px RGBA PNGs) at concurrency 1, 16 and 64, each level bounded in time
+pad, sent as 128 px RGBA PNGs) at concurrency 1, 16 and 64, each level bounded in time
 (and, for the Python client, in requests), and prints requests per second, p50/p95/p99
 latency and errors.
 

@@ -68,10 +68,10 @@ def drawn(digit: np.ndarray, rng: Rng, lo: int = 120, hi: int = 250) -> np.ndarr
 
 def page_png(digit: np.ndarray, rng: Rng) -> bytes:
     """The digit as the web page posts it: drawn on its 280 px pad (#111 ink on white,
-    anti-aliased), scaled to 160 px with smoothing and encoded as an opaque RGBA PNG,
+    anti-aliased), scaled to 128 px with smoothing and encoded as an opaque RGBA PNG,
     which is what a browser's canvas.toBlob writes."""
     grey = to_u8(1.0 - drawn(digit, rng) * (1.0 - 0x11 / 255))
-    img = Image.fromarray(grey).convert("RGBA").resize((160, 160), Image.Resampling.LANCZOS)
+    img = Image.fromarray(grey).convert("RGBA").resize((128, 128), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
