@@ -89,8 +89,11 @@ class OnnxModel:
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        a = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        return torch.from_numpy(self.session.run(None, {self.input: a})[0])
+        return torch.from_numpy(self.run(x.detach().cpu().numpy()))
+
+    def run(self, a: np.ndarray) -> np.ndarray:
+        """Logits for a (N, 1, 28, 28) float array, without torch."""
+        return self.session.run(None, {self.input: a.astype(np.float32, copy=False)})[0]
 
 
 def _to_onnx(model: torch.nn.Module, record: dict[str, Any], dest: Path) -> None:

@@ -219,6 +219,18 @@ class Predictor:
             ]
         return torch.cat(parts).cpu() if parts else torch.empty(0, len(self.classes))
 
+    def _probabilities(self, x: np.ndarray, tta: bool) -> np.ndarray:
+        """``probabilities`` of a numpy batch, as numpy. On ONNX Runtime without views it
+        never touches torch: the round trip through tensors and torch's softmax cost a
+        lone drawing 60-80 µs, of about 1 ms end to end."""
+        if tta or not isinstance(self._run, OnnxModel):
+            return self.probabilities(torch.from_numpy(x), tta=tta).numpy()
+        with self._lock:
+            logits = [self._run.run(x[i : i + MAX_BATCH]) for i in range(0, len(x), MAX_BATCH)]
+        z = np.concatenate(logits).astype(np.float32, copy=False)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def predict(
         self, images: Sequence[ImageLike], tta: bool = False, max_pixels: int | None = None
     ) -> list[Prediction]:
@@ -242,8 +254,7 @@ class Predictor:
         out: list[Prediction] = [None] * len(pre)  # type: ignore[list-item]
         todo = [i for i, p in enumerate(pre) if not p.blank]
         if todo:
-            x = torch.from_numpy(np.stack([pre[i].image for i in todo]))[:, None]
-            probs = self.probabilities(x, tta=tta).numpy()
+            probs = self._probabilities(np.stack([pre[i].image for i in todo])[:, None], tta)
             for i, p in zip(todo, probs, strict=True):
                 d = int(p.argmax())
                 out[i] = Prediction(
