@@ -545,8 +545,8 @@ def erase_band(ink: np.ndarray, mask: np.ndarray, bridges: np.ndarray, band: np.
 STROKE_SIDE = 80  # the resolution at which stroke width is adjusted (4x final)
 # ... and measured: half that, a quarter of the pixels. On 1,000 validation renders of each
 # of the 26 variants of benchmarks/robustness.py the accuracy is the same as measured at
-# 80 px, variant by variant, and drawings and photos take 10-15% less time (the distance
-# transform is a quarter of the pipeline's time at 80 px).
+# 80 px, variant by variant, and drawings and photos take 12-20% less time (the measure,
+# its distance transform chief, was a quarter of the pipeline's time at 80 px).
 STROKE_MEASURE_SIDE = 40
 # Unless halving fades the strokes below the threshold (lines 1-2 px wide at 80 px): when
 # less than this share of the ink's area is left at 40 px, the width is measured at 80.
