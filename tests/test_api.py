@@ -386,6 +386,13 @@ def test_nagle_is_off_on_connections_to_a_socket_bound_as_for_several_workers():
     assert asyncio.run(nodelay(NoDelayHTTP)) != 0
 
 
+def test_serve_with_no_workers_says_so():
+    """`--workers 0` divided the cores among no processes: a ZeroDivisionError traceback."""
+    r = run_cli("serve", "--workers", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "error: --workers 0: give 1 or more" in r.stderr
+
+
 def test_serve_on_a_port_in_use_says_so_before_printing_an_address():
     """uvicorn would print our "open http://..." line, then log the bind error and exit 3."""
     with socket.create_server(("127.0.0.1", 0)) as taken:

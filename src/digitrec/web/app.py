@@ -438,6 +438,8 @@ def serve(
 
     from digitrec.predictor import resolve_model_path
 
+    if workers < 1:
+        raise DigitrecError(f"--workers {workers}: give 1 or more (one per core serves most)")
     path, source = resolve_model_path(model_path)
     p = Predictor.load(path, backend=backend)  # fail now, clearly, not in every worker
     os.environ["DIGITREC_MODEL"] = str(path)
