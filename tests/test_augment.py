@@ -3,7 +3,15 @@ import math
 import torch
 from scipy import ndimage
 
-from digitrec.augment import Augment, augment_batch, random_matrices, redrawn, skeleton
+from digitrec.augment import (
+    Augment,
+    augment_batch,
+    eroded,
+    max3x3,
+    random_matrices,
+    redrawn,
+    skeleton,
+)
 
 AFFINE_ONLY = {
     "stroke": 0,
@@ -82,6 +90,14 @@ def test_stroke_width_changes_both_ways_and_stays_in_range():
     mass = out.sum((1, 2, 3)) / x.sum((1, 2, 3))
     assert mass.max() > 1.5 and mass.min() < 0.5  # bolder and thinner images both occur
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_3x3_maximum_and_minimum_match_the_pooling_they_replace():
+    x = torch.rand(5, 2, 28, 17, generator=torch.Generator().manual_seed(0)) - 0.5
+    pooled = torch.nn.functional.max_pool2d(x, 3, 1, 1)
+    assert torch.equal(max3x3(x), pooled)  # borders included: outside counts as nothing
+    assert torch.equal(eroded(x), -torch.nn.functional.max_pool2d(-x, 3, 1, 1))
+    assert torch.equal(max3x3(x.contiguous(memory_format=torch.channels_last)), pooled)
 
 
 def test_noise_and_blur_keep_the_range():

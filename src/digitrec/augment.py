@@ -108,7 +108,7 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
 
     if aug.stroke:
         amount = per_image(aug.stroke, -1.0, 1.0)  # < 0 thinner, > 0 bolder
-        bold = F.max_pool2d(x, 3, 1, 1)
+        bold = max3x3(x)
         x = x + amount.clamp(min=0) * (bold - x) + (-amount).clamp(min=0) * (eroded(x) - x)
     if aug.outline:
         x = torch.where(per_image(aug.outline) > 0, outlined(x), x)
@@ -134,9 +134,21 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     return x
 
 
+def max3x3(x: torch.Tensor) -> torch.Tensor:
+    """Each pixel's 3x3 maximum: ``F.max_pool2d(x, 3, 1, 1)``, to the bit.
+
+    As two passes of shifted maxima, 20x faster than max_pool2d's stride-1 kernel on a
+    CPU (0.10 against 1.9 ms a batch of 256 in two threads), which made stroke width
+    the costliest augmentation: the whole of it takes half the time it did.
+    """
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
 def eroded(x: torch.Tensor) -> torch.Tensor:
     """Each pixel's 3x3 minimum: strokes a pixel thinner on every side."""
-    return -F.max_pool2d(-x, 3, 1, 1)
+    return -max3x3(-x)
 
 
 def outlined(x: torch.Tensor) -> torch.Tensor:
