@@ -18,9 +18,11 @@ Table 2: every model of the zoo with its own recipe, cut to ``--zoo-epochs`` epo
 (``full`` for the whole recipe): seconds per epoch and test accuracy at the end.
 
     python benchmarks/train_speed.py [--device auto] [--seed N] [--zoo-epochs 1|full] [--skip-zoo]
-                                      [--skip-995 | --only-995]
+                                      [--skip-995 | --only-995] [--precision auto|bf16|fp32]
 
-On a GPU the same script runs unchanged (digitrec trains in bfloat16 there).
+digitrec trains in bfloat16 autocast where the hardware computes it natively (a recent
+GPU, or a CPU with AVX512-BF16 or AMX; ``--precision fp32`` turns that off for ours); the
+reference runs in float32, as published. On a GPU the same script runs unchanged.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from digitrec.checkpoint import load_model
 from digitrec.data import Dataset, load_dataset, to_float
 from digitrec.errors import Interrupted
 from digitrec.models import batched_logits, resolve_device
-from digitrec.recipes import RECIPES, make_config
-from digitrec.train import train
+from digitrec.recipes import PRECISIONS, RECIPES, make_config
+from digitrec.train import train, use_bfloat16
 
 # The fast recipe's settings for 99.5%: more epochs, affine augmentation, and a moving
 # average of the weights (on validation, seeds 0 and 1, 0.07 points ahead over epochs 5 to
@@ -169,6 +171,7 @@ def ours(
 ) -> list[Reached]:
     """digitrec's fast recipe through digitrec.train, stopped at ``target``."""
     cfg = make_config("fast", None, {"seed": seed, "device": str(device), **overrides})
+    overrides.pop("precision", None)  # the machine line shows it
     steps = -(-(len(ds.train_images) - cfg.val_size) // cfg.batch_size)
     every = max(1, steps // per_epoch)
     check = TestChecks(ds, target, tta=tta)
@@ -189,13 +192,14 @@ def ours(
     return rows
 
 
-def zoo(ds: Dataset, device: torch.device, epochs: str, seed: int) -> None:
+def zoo(ds: Dataset, device: torch.device, epochs: str, seed: int, precision: str) -> None:
     print(f"\nThe zoo, each model with its own recipe ({epochs} epochs)")
     print(f"{'recipe':<8} {'model':<6} {'epochs':>6} {'s/epoch':>8} {'test acc':>9}")
     x, y = to_float(ds.test_images), ds.test_labels
     for name in ("mlp", "cnn", "cnn4", "classic", "fast", "best"):
         n = RECIPES[name].epochs if epochs == "full" else int(epochs)
-        cfg = make_config(name, None, {"epochs": n, "seed": seed, "device": str(device)})
+        settings = {"epochs": n, "seed": seed, "device": str(device), "precision": precision}
+        cfg = make_config(name, None, settings)
         with tempfile.TemporaryDirectory() as tmp:
             r = train(cfg, ds, Path(tmp), log=lambda s: None, progress=False)
             model, _ = load_model(Path(tmp) / "best.safetensors", device)
@@ -211,13 +215,18 @@ def main() -> int:
     p.add_argument("--skip-zoo", action="store_true")
     p.add_argument("--skip-995", action="store_true", help="only the 99.0% race")
     p.add_argument("--only-995", action="store_true", help="only the 99.5% race (more seeds)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="for digitrec's runs")
     args = p.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # rows as they come, even into a file
     device = resolve_device(args.device)
     ds = load_dataset("mnist")
+    bf16 = use_bfloat16(args.precision, device)
+    precision = {"precision": args.precision}
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+        f"device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+        + f", digitrec in {'bfloat16 autocast' if bf16 else 'float32'}, the reference in float32"
     )
     print(
         f"{'recipe':<64} {'target':>7} {'epochs':>7} {'train s':>8} {'test acc':>9} {'at end':>7}"
@@ -225,9 +234,9 @@ def main() -> int:
     races = []
     if not args.only_995:
         races.append(lambda: reference(ds, device, 0.99, args.seed))
-        races.append(lambda: ours(ds, device, 0.99, args.seed, per_epoch=4))
+        races.append(lambda: ours(ds, device, 0.99, args.seed, 4, **precision))
     if not args.skip_995:
-        races.append(lambda: ours(ds, device, 0.995, args.seed, per_epoch=4, tta=True, **FAST_995))
+        races.append(lambda: ours(ds, device, 0.995, args.seed, 4, True, **precision, **FAST_995))
     rows = []
     for race in races:  # each row as soon as it is run: the reference takes minutes
         for r in race():
@@ -241,7 +250,7 @@ def main() -> int:
     if ref and fast and ref.epochs is not None and fast.epochs is not None:
         print(f"time to 99.0%: fast is {ref.seconds / fast.seconds:.1f}x faster than the reference")
     if not args.skip_zoo and not args.only_995:
-        zoo(ds, device, args.zoo_epochs, args.seed)
+        zoo(ds, device, args.zoo_epochs, args.seed, args.precision)
     return 0
 
 

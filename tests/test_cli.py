@@ -69,7 +69,8 @@ def test_every_training_setting_has_a_flag_that_reaches_the_run(trained_run, tmp
              "weight_decay": 0.001, "schedule": "cosine", "rotate": 5.0, "elastic": 0.1,
              "strays": 0.1, "outline": 0.2, "pen": 0.3, "init": trained_run.run_dir.name,
              "label_smoothing": 0.05, "ema": 0.9, "early_stop": 3, "seed": 4,
-             "split_seed": 2, "device": "cpu", "val_size": 1000, "limit": 500,
+             "split_seed": 2, "device": "cpu", "precision": "fp32", "val_size": 1000,
+             "limit": 500,
              "dataset": "mnist"}  # fmt: skip
     settings = {f.name for f in fields(TrainConfig)} - {"model", "recipe", "augment"}
     assert settings == set(flags)  # a new setting needs a flag here (and in the CLI)

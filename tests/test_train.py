@@ -12,7 +12,7 @@ from digitrec.errors import DigitrecError, Interrupted
 from digitrec.models import batched_logits, build_model
 from digitrec.recipes import RECIPES, make_config
 from digitrec.runs import list_runs
-from digitrec.train import WeightAverage, train
+from digitrec.train import WeightAverage, train, use_bfloat16
 
 
 class StopAfter:
@@ -202,3 +202,23 @@ def test_sigint_handler_only_in_the_main_thread(mnist, tmp_path):
     t.start()
     t.join()
     assert errors == []
+
+
+def test_bfloat16_autocast_is_chosen_recorded_and_trains(mnist, tmp_path):
+    cpu = torch.device("cpu")
+    assert use_bfloat16("bf16", cpu) and not use_bfloat16("fp32", cpu)
+    native = torch.cpu.get_capabilities().get("avx512_bf16", False)
+    assert use_bfloat16("auto", cpu) == native
+    with pytest.raises(DigitrecError, match="Unknown precision 'fp16'"):
+        make_config(None, None, {"precision": "fp16"})
+    results = {}
+    for precision in ("fp32", "bf16"):
+        cfg = make_config(None, "fast", {**SMALL, "epochs": 1, "precision": precision})
+        results[precision] = train(cfg, mnist, tmp_path / precision, progress=False, log=quiet)
+        config = json.loads((tmp_path / precision / "config.json").read_text())
+        assert config["autocast"] == ("bfloat16" if precision == "bf16" else None)
+    # Same seed, same batches: only the arithmetic differs, and both learn.
+    loss = {p: r.history[0]["train_loss"] for p, r in results.items()}
+    assert loss["fp32"] != loss["bf16"]
+    accs = [r.best_val_acc for r in results.values()]
+    assert min(accs) > 0.8 and max(accs) - min(accs) < 0.03  # random would be 0.1

@@ -39,7 +39,7 @@ def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from digitrec.recipes import OPTIMIZERS, RECIPES, SCHEDULES
+    from digitrec.recipes import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES
 
     parser = argparse.ArgumentParser(
         prog="digitrec",
@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bfloat16 autocast: auto (where the hardware does it natively), bf16, fp32",
+    )
     p.add_argument("--val-size", type=int, help="validation images held out of training")
     p.add_argument(
         "--split-seed", type=int, help="seed of the validation split (default 0, for every run)"

@@ -41,6 +41,10 @@ class TrainConfig:
     # of any seed are compared (and ensembled) on images none of them trained on.
     split_seed: int = 0
     device: str = "auto"
+    # bfloat16 autocast (weights, optimizer and batch norm stay float32): "auto" uses it
+    # where the hardware computes it natively (recent GPUs; CPUs with AVX512-BF16 or
+    # AMX), "bf16" everywhere, "fp32" never.
+    precision: str = "auto"
     val_size: int = 5000
     limit: int = 0  # train on only this many training images (quick experiments); 0 = all
     recipe: str = ""
@@ -55,11 +59,13 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         d = {"split_seed": d.get("seed", 0), **d}  # runs from before split_seed split by seed
+        d = {"precision": "fp32", **d}  # and before --precision, CPUs trained in float32
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
 SCHEDULES = ("onecycle", "cosine", "plateau", "step", "none")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 RECIPES: dict[str, TrainConfig] = {
     # The classic setups, as tutorials train them.
@@ -77,7 +83,9 @@ RECIPES: dict[str, TrainConfig] = {
         model="fast", epochs=1, batch_size=256, lr=2e-2, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", label_smoothing=0.1,
     ),
-    # 16 epochs: about 24 minutes on 2 idle CPU cores (within a 30-minute budget per seed).
+    # 16 epochs: about 11 minutes on 2 CPU cores with bfloat16 (24 in float32), within a
+    # 30-minute budget per seed. 40 epochs did no better on validation (seed 0: 99.60%,
+    # 99.64% with test-time views, against 99.62% and 99.70%).
     "best": TrainConfig(
         model="best", epochs=16, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", augment=True, label_smoothing=0.1, early_stop=0,
@@ -102,6 +110,8 @@ def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]
         raise DigitrecError(f"Unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
         raise DigitrecError(f"Unknown schedule {cfg.schedule!r}; choose {', '.join(SCHEDULES)}")
+    if cfg.precision not in PRECISIONS:
+        raise DigitrecError(f"Unknown precision {cfg.precision!r}; choose {', '.join(PRECISIONS)}")
     for share in ("elastic", "strays", "outline", "pen"):
         if not 0 <= getattr(cfg, share) <= 1:
             raise DigitrecError(f"--{share} {getattr(cfg, share)}: a share of images, in [0, 1]")
