@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import run_cli
 from digitrec.checkpoint import read_meta
-from digitrec.errors import ImageError
+from digitrec.errors import DigitrecError, ImageError
 from digitrec.predictor import Predictor, shipped_model_path
 from digitrec.web.app import Limits, create_app
 
@@ -391,6 +391,18 @@ def test_serve_with_no_workers_says_so():
     r = run_cli("serve", "--workers", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "error: --workers 0: give 1 or more" in r.stderr
+
+
+@pytest.mark.parametrize("value, says", [("10M", "give a whole number"), ("0", "give 1 or more")])
+def test_a_bad_limit_in_the_environment_is_named(monkeypatch, value, says):
+    """They were read with int(): `DIGITREC_MAX_PIXELS=10M` stopped the server with a
+    ValueError traceback from every worker."""
+    r = run_cli("serve", env={"DIGITREC_MAX_PIXELS": value})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"error: DIGITREC_MAX_PIXELS={value!r}: {says}, e.g. " in r.stderr
+    monkeypatch.setenv("DIGITREC_THREADS", value)
+    with pytest.raises(DigitrecError, match=f"DIGITREC_THREADS=.*{says}"):
+        create_app(Predictor.load(shipped_model_path()))
 
 
 def test_serve_on_a_port_in_use_says_so_before_printing_an_address():

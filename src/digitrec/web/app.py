@@ -220,19 +220,36 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def env_int(name: str, default: int) -> int:
+    """A count or size from the environment, at least 1: a bad one is named, not a traceback."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DigitrecError(f"{name}={raw!r}: give a whole number, e.g. {default}") from None
+    if value < 1:
+        raise DigitrecError(f"{name}={raw!r}: give 1 or more, e.g. {default}")
+    return value
+
+
+def limits_from_env() -> Limits:
+    return Limits(
+        max_body_bytes=env_int("DIGITREC_MAX_BODY_BYTES", Limits.max_body_bytes),
+        max_pixels=env_int("DIGITREC_MAX_PIXELS", Limits.max_pixels),
+    )
+
+
 def create_app(
     predictor: Predictor | None = None,
     model_path: str | None = None,
     limits: Limits | None = None,
 ) -> FastAPI:
     """The app. Without a predictor it loads one at start-up by the usual resolution order."""
-    limits = limits or Limits(
-        max_body_bytes=int(os.environ.get("DIGITREC_MAX_BODY_BYTES", Limits.max_body_bytes)),
-        max_pixels=int(os.environ.get("DIGITREC_MAX_PIXELS", Limits.max_pixels)),
-    )
+    limits = limits or limits_from_env()
     state: dict[str, Any] = {"predictor": predictor}
-    threads = int(os.environ.get(THREADS_ENV, cores()))
-    coalescer = Coalescer(limits.max_batch, threads=max(1, threads))
+    coalescer = Coalescer(limits.max_batch, threads=env_int(THREADS_ENV, cores()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -440,6 +457,7 @@ def serve(
 
     if workers < 1:
         raise DigitrecError(f"--workers {workers}: give 1 or more (one per core serves most)")
+    limits_from_env()  # a bad limit fails here, once, not in every worker
     path, source = resolve_model_path(model_path)
     p = Predictor.load(path, backend=backend)  # fail now, clearly, not in every worker
     os.environ["DIGITREC_MODEL"] = str(path)
