@@ -9,10 +9,12 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from conftest import run_cli
 from digitrec.recipes import TrainConfig
+from digitrec.train import use_bfloat16
 
 
 def test_help_lists_every_command():
@@ -47,6 +49,8 @@ def test_train_runs_evaluate(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "epoch   1/1" in r.stdout and "next: digitrec evaluate" in r.stdout
+    native = use_bfloat16("auto", torch.device("cpu"))  # the run says how it computes
+    assert ("seed 0, bfloat16 autocast\n" in r.stdout) == native, r.stdout
     [run] = list((tmp_path / "runs").iterdir())
     assert run.name.endswith("-mlp")
     r = run_cli("runs", env=env)

@@ -300,8 +300,9 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     from digitrec import data, runs
+    from digitrec.models import resolve_device
     from digitrec.recipes import TrainConfig, make_config
-    from digitrec.train import init_checkpoint, train
+    from digitrec.train import init_checkpoint, train, use_bfloat16
 
     if args.resume:
         run_dir = runs.resolve_run(args.resume, runs.runs_root(args.runs_dir))
@@ -326,9 +327,10 @@ def cmd_train(args) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             run_dir = runs.new_run_dir(runs.runs_root(args.runs_dir), cfg.model)
+        bf16 = use_bfloat16(cfg.precision, resolve_device(cfg.device))
         print(
             f"run {run_dir}: {cfg.model} on {cfg.dataset}, recipe {cfg.recipe}, "
-            f"{cfg.epochs} epochs, seed {cfg.seed}"
+            f"{cfg.epochs} epochs, seed {cfg.seed}" + (", bfloat16 autocast" if bf16 else "")
         )
     result = train(cfg, ds, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(

@@ -77,7 +77,7 @@ RECIPES: dict[str, TrainConfig] = {
         model="cnn", epochs=14, batch_size=64, lr=1.0, optimizer="adadelta", schedule="step"
     ),
     # Ours.
-    # One epoch: ~99% test accuracy in ~10 s on 2 CPU cores (benchmarks/train_speed.py).
+    # One epoch: ~99% test accuracy in 2-10 s on 2 CPU cores (benchmarks/train_speed.py).
     # Batch 256 beat 128 and 512 per second; a one-cycle peak of 0.02 beat 0.01 and 0.03.
     "fast": TrainConfig(
         model="fast", epochs=1, batch_size=256, lr=2e-2, optimizer="adamw", weight_decay=5e-4,
