@@ -29,7 +29,7 @@ def test_parameter_counts_are_what_the_zoo_says():
     counts = {name: count_parameters(build_model(name)) for name in MODELS}
     # mlp: 784*512+512 + 512*256+256 + 256*10+10
     assert counts["mlp"] == 535_818
-    assert counts["fast"] < counts["cnn"] < counts["cnn4"] < counts["best"]
+    assert counts["fast"] < counts["mid"] < counts["cnn"] < counts["cnn4"] < counts["best"]
 
 
 def test_unknown_model_and_device():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from digitrec.errors import CheckpointError, ImageError
+from digitrec.models import MODELS
 from digitrec.predictor import Predictor, resolve_model_path, shipped_model_path
 
 
@@ -114,7 +115,7 @@ def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
     assert predictor.predict_one(path).digit == int(mnist.test_labels[0])
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn4", "fast", "best"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_the_frozen_inference_model_gives_the_eager_models_answers(name):
     from digitrec.models import build_model
     from digitrec.predictor import inference_module

@@ -39,6 +39,7 @@ def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from digitrec.models import MODELS
     from digitrec.recipes import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES
 
     parser = argparse.ArgumentParser(
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Recipes: {', '.join(RECIPES)}. With --model alone, the model's own recipe is used.",
     )
     p.add_argument("--recipe", choices=list(RECIPES), help="named set of settings (default: fast)")
-    p.add_argument("--model", help="mlp, cnn, cnn4, fast or best")
+    p.add_argument("--model", help=", ".join(MODELS))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate (the peak, for onecycle)")

@@ -96,6 +96,25 @@ def fast(num_classes: int) -> list[nn.Module]:
     ]  # fmt: skip
 
 
+def mid(num_classes: int) -> list[nn.Module]:
+    """Ours, for 99.5% in a minute of CPU: fast half as wide again, one more convolution.
+
+    ``fast`` levels off near 99.45% however long it trains. The extra convolution sees
+    the whole digit at 7x7 before the last pooling, and lifts that ceiling: at 32-64-128
+    channels one augmented epoch reached 99.18% on validation with it, 98.94% without.
+    These widths train an epoch in two thirds of the time of those, and their eight
+    epochs were as accurate as those six, with less spread between seeds.
+    """
+    return [
+        *conv_pool_bn(1, 24),    # 28 -> 14
+        *conv_pool_bn(24, 48),   # 14 -> 7
+        *conv_bn(48, 72),        # 7
+        *conv_pool_bn(72, 96),   # 7 -> 3
+        nn.Flatten(),
+        nn.Linear(96 * 3 * 3, num_classes),
+    ]  # fmt: skip
+
+
 def best(num_classes: int) -> list[nn.Module]:
     """Ours, for accuracy: VGG-style pairs of batch-normed 3x3 convolutions.
 
@@ -117,6 +136,7 @@ MODELS: dict[str, Callable[[int], list[nn.Module]]] = {
     "cnn": cnn,
     "cnn4": cnn4,
     "fast": fast,
+    "mid": mid,
     "best": best,
 }
 
