@@ -44,6 +44,9 @@ class Preprocessed:
     scale: float = 1.0
     source_size: tuple[int, int] = (0, 0)
     steps: list[str] = field(default_factory=list)
+    # Read on a sheet of paper found lying on a darker ground: already a closer look at the
+    # photo, so a blank answer there is not looked at again (the steps say so for people).
+    on_sheet: bool = False
 
     def info(self) -> dict[str, Any]:
         return {
@@ -656,7 +659,6 @@ DECODE_SIDE = 1024
 CLOSER_SIDE = 512  # a photo read blank at WORK_SIDE is looked at again at this size
 REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
 SHEET_SHARE = 0.15  # a light region at least this share of the image may be a sheet of paper
-ON_SHEET = "a sheet of paper on a darker ground"  # the record's note
 SHEET_RADIUS = 0.17  # ... with room for a disk of this radius (a share of the shorter side)
 
 
@@ -778,8 +780,10 @@ def _on_sheet(
     )
     again = preprocess(Image.composite(crop, paper_beyond(crop, on_paper), on_paper),
                        deskew_digit=deskew_digit, normalize_strokes=normalize_strokes)  # fmt: skip
-    note = f"{ON_SHEET}: read on it ({crop.size[0]}x{crop.size[1]} px)"
-    return _map_back(again, first, box[:2], (fx, fy), note)
+    note = f"a sheet of paper on a darker ground: read on it ({crop.size[0]}x{crop.size[1]} px)"
+    again = _map_back(again, first, box[:2], (fx, fy), note)
+    again.on_sheet = True
+    return again
 
 
 def preprocess(
@@ -801,8 +805,7 @@ def preprocess(
     """
     img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE)
     first = _read(img, source_size, WORK_SIDE, robust, deskew_digit, normalize_strokes, refine)
-    on_sheet = any(step.startswith(ON_SHEET) for step in first.steps)  # looked closer there
-    if first.blank and robust and refine and max(img.size) > CLOSER_SIDE and not on_sheet:
+    if first.blank and robust and refine and max(img.size) > CLOSER_SIDE and not first.on_sheet:
         # A digit a few percent of a photo's height is a few faint pixels at 128 px, too
         # few to tell from the paper's grain: look again, at 512 px, before saying "no
         # digit" (the digit found there is then refined on the photo itself).
