@@ -30,14 +30,23 @@ def trained_run(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Tra
     return train(cfg, mnist, run_dir, progress=False, log=lambda s: None)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, **kw):
-    """Run `python -m digitrec ...` as a user would, returning the CompletedProcess."""
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    **kw,
+):
+    """Run `python -m digitrec ...` as a user would, returning the CompletedProcess.
+
+    A command expected to refuse at once (a `serve` with bad settings) gets a short
+    ``timeout``: should it start serving instead, the test fails in a minute, not ten."""
     return subprocess.run(
         [sys.executable, "-m", "digitrec", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         cwd=cwd,
-        timeout=600,
+        timeout=timeout,
         **kw,
     )

@@ -388,7 +388,7 @@ def test_nagle_is_off_on_connections_to_a_socket_bound_as_for_several_workers():
 
 def test_serve_with_no_workers_says_so():
     """`--workers 0` divided the cores among no processes: a ZeroDivisionError traceback."""
-    r = run_cli("serve", "--workers", "0")
+    r = run_cli("serve", "--workers", "0", timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "error: --workers 0: give 1 or more" in r.stderr
 
@@ -397,7 +397,7 @@ def test_serve_with_no_workers_says_so():
 def test_a_bad_limit_in_the_environment_is_named(monkeypatch, value, says):
     """They were read with int(): `DIGITREC_MAX_PIXELS=10M` stopped the server with a
     ValueError traceback from every worker."""
-    r = run_cli("serve", env={"DIGITREC_MAX_PIXELS": value})
+    r = run_cli("serve", env={"DIGITREC_MAX_PIXELS": value}, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"error: DIGITREC_MAX_PIXELS={value!r}: {says}, e.g. " in r.stderr
     monkeypatch.setenv("DIGITREC_THREADS", value)
@@ -409,6 +409,6 @@ def test_serve_on_a_port_in_use_says_so_before_printing_an_address():
     """uvicorn would print our "open http://..." line, then log the bind error and exit 3."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        r = run_cli("serve", "--port", str(port))
+        r = run_cli("serve", "--port", str(port), timeout=60)
     assert r.returncode == 2 and "open http" not in r.stdout
     assert f"error: cannot listen on 127.0.0.1:{port} (Address already in use)" in r.stderr
