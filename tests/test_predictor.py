@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from digitrec.errors import CheckpointError, ImageError
-from digitrec.models import MODELS
-from digitrec.predictor import Predictor, resolve_model_path, shipped_model_path
+from digitrec.models import MODELS, build_model
+from digitrec.predictor import (
+    Predictor,
+    inference_module,
+    resolve_model_path,
+    shipped_model_path,
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +122,6 @@ def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_the_frozen_inference_model_gives_the_eager_models_answers(name):
-    from digitrec.models import build_model
-    from digitrec.predictor import inference_module
-
     torch.manual_seed(0)
     model = build_model(name).eval()
     with torch.no_grad():  # batch norm with non-trivial statistics, so folding is tested
