@@ -110,6 +110,25 @@ def test_large_batches_reach_the_model_in_bounded_calls(predictor, mnist, monkey
     assert predictor.probabilities(x[:0]).shape == (0, 10)
 
 
+def test_onnx_runtime_batches_are_bounded_too(mnist, monkeypatch):
+    """Without views, ONNX Runtime is called from numpy directly (no torch round trip):
+    the same bound, and the same answers as image by image."""
+    from digitrec import predictor as module
+    from digitrec.data import to_float
+
+    onnx = Predictor.load(shipped_model_path())
+    assert onnx.backend == "onnx"
+    monkeypatch.setattr(module, "MAX_BATCH", 16)
+    seen = []
+    run = onnx._run.run
+    monkeypatch.setattr(onnx._run, "run", lambda x: seen.append(len(x)) or run(x))
+    x = to_float(mnist.test_images[:37]).numpy()
+    together = onnx._probabilities(x, tta=False)
+    assert together.shape == (37, 10) and seen == [16, 16, 5]
+    alone = np.concatenate([onnx._probabilities(x[i : i + 1], tta=False) for i in range(37)])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])
 def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
     from PIL import Image

@@ -38,6 +38,11 @@ UNCERTAIN_BELOW = 0.6
 MAX_BATCH = 1024
 
 
+def _chunks(x: Any, step: int) -> list[Any]:
+    """``x`` (a tensor or an array) cut into batches of at most ``step`` images."""
+    return [x[i : i + step] for i in range(0, len(x), step)]
+
+
 def shipped_model_path() -> Path:
     return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
 
@@ -212,10 +217,10 @@ class Predictor:
         step = max(1, MAX_BATCH // len(self._tta)) if tta else MAX_BATCH
         with self._lock, torch.inference_mode():
             parts = [
-                tta_probabilities(self._run, x[i : i + step], self._tta)
+                tta_probabilities(self._run, part, self._tta)
                 if tta
-                else torch.softmax(self._run(x[i : i + step]).float(), dim=1)
-                for i in range(0, len(x), step)
+                else torch.softmax(self._run(part).float(), dim=1)
+                for part in _chunks(x, step)
             ]
         return torch.cat(parts).cpu() if parts else torch.empty(0, len(self.classes))
 
@@ -226,7 +231,7 @@ class Predictor:
         if tta or not isinstance(self._run, OnnxModel):
             return self.probabilities(torch.from_numpy(x), tta=tta).numpy()
         with self._lock:
-            logits = [self._run.run(x[i : i + MAX_BATCH]) for i in range(0, len(x), MAX_BATCH)]
+            logits = [self._run.run(part) for part in _chunks(x, MAX_BATCH)]
         z = np.concatenate(logits).astype(np.float32, copy=False)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
