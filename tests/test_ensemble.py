@@ -97,6 +97,14 @@ def test_members_on_different_splits_get_no_validation_score(members, mnist, tmp
     assert load_model(tmp_path / "mixed" / "best.safetensors")[1]["metrics"] == {}
 
 
+def test_members_trained_on_every_image_get_no_validation_score(mnist, tmp_path):
+    runs = [small_run(mnist, tmp_path, seed, val_size=0) for seed in (0, 1)]
+    r = make_ensemble(runs, tmp_path / "all")
+    assert r.val_acc is None and r.member_val_accs == [None, None] and "--val-size 0" in r.note
+    model, meta = load_model(tmp_path / "all" / "best.safetensors")
+    assert meta["metrics"] == {} and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_bad_members_are_refused(members, tmp_path):
     _, runs = members
     with pytest.raises(CheckpointError, match="at least two"):

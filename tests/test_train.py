@@ -49,7 +49,13 @@ def metrics(run):
 
 @pytest.mark.parametrize(
     "model, stop_at, extra",
-    [("mlp", 7, {}), ("mlp", 24, {}), ("fast", 30, {}), ("fast", 30, {"ema": 0.99})],
+    [
+        ("mlp", 7, {}),
+        ("mlp", 24, {}),
+        ("fast", 30, {}),
+        ("fast", 30, {"ema": 0.99}),
+        ("fast", 30, {"val_size": 0}),
+    ],
 )
 def test_interrupted_and_resumed_equals_uninterrupted(mnist, tmp_path, model, stop_at, extra):
     """24 batches of 128 is exactly one epoch of 3000 images: the epoch-boundary case."""
@@ -109,6 +115,36 @@ def test_with_ema_the_average_is_validated_and_saved(mnist, tmp_path):
         make_config(None, None, {"pen": 1.5})
     with pytest.raises(DigitrecError, match=r"--elastic -0\.1"):
         make_config(None, None, {"elastic": -0.1})
+
+
+def test_without_a_validation_split_every_image_trains_and_the_last_epoch_is_kept(mnist, tmp_path):
+    """--val-size 0, the final fit once a recipe is chosen: nothing is held out or scored,
+    and the run's checkpoint is its last epoch."""
+    cfg = make_config(None, "fast", {"val_size": 0, "epochs": 2, "batch_size": 1024})
+    calls, run = [], tmp_path / "all"
+    run.mkdir()
+    result = train(
+        cfg, mnist, run, progress=False, log=quiet, callback=lambda m, e: calls.append(e)
+    )
+    assert len(calls) == 2 * 59  # 60,000 images in batches of 1,024 (55,000 would be 54)
+    assert result.best_val_acc is None
+    assert json.loads((run / "config.json").read_text())["best_val_acc"] is None
+    assert all(row["val_acc"] == row["val_loss"] == "" for row in metrics(run))
+    best, last = load_file(run / "best.safetensors"), load_file(run / "last.safetensors")
+    assert all(torch.equal(best[k], last[k]) for k in last)
+    validated = tmp_path / "validated"
+    validated.mkdir()
+    train(
+        make_config(None, "mlp", {**SMALL, "epochs": 1}),
+        mnist,
+        validated,
+        progress=False,
+        log=quiet,
+    )
+    assert [(r.path, r.val_acc) for r in list_runs(tmp_path)][-1] == (run, None)
+    for refused in ({"early_stop": 2}, {"schedule": "plateau"}):
+        with pytest.raises(DigitrecError, match="--val-size 0 holds no images out"):
+            make_config(None, None, {"val_size": 0, **refused})
 
 
 def test_resume_of_a_finished_run_says_so(mnist, tmp_path):

@@ -128,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="bfloat16 autocast: auto (where the hardware does it natively), bf16, fp32",
     )
-    p.add_argument("--val-size", type=int, help="validation images held out of training")
+    p.add_argument(
+        "--val-size",
+        type=int,
+        help="validation images held out of training (0: train on all, once a recipe is chosen)",
+    )
     p.add_argument(
         "--split-seed", type=int, help="seed of the validation split (default 0, for every run)"
     )
@@ -334,11 +338,13 @@ def cmd_train(args) -> int:
             f"{cfg.epochs} epochs, seed {cfg.seed}" + (", bfloat16 autocast" if bf16 else "")
         )
     result = train(cfg, ds, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    print(
-        f"done: best validation accuracy {result.best_val_acc:.4f} in "
-        f"{result.train_seconds:.1f}s of training. Checkpoints in {run_dir}\n"
-        f"next: digitrec evaluate {run_dir}"
+    took = f"{result.train_seconds:.1f}s of training"
+    done = (
+        f"best validation accuracy {result.best_val_acc:.4f} in {took}"
+        if result.best_val_acc is not None
+        else f"{took}, no validation split (the last epoch is the checkpoint)"
     )
+    print(f"done: {done}. Checkpoints in {run_dir}\nnext: digitrec evaluate {run_dir}")
     return 0
 
 

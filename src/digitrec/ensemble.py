@@ -151,6 +151,8 @@ def make_ensemble(
         note = "no validation score: a member is a bare checkpoint, not a run"
     elif len(splits) > 1:
         note = "no validation score: the members were validated on different splits"
+    elif next(iter(splits))[1] == 0:
+        note = "no validation score: the members were trained on every image (--val-size 0)"
     else:
         dataset, val_size, split_seed, _ = splits.pop()
         ds = load_dataset(dataset, data_dir)

@@ -36,7 +36,8 @@ def training_curves(history: Sequence[dict[str, float]], path: str | Path) -> No
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="validation")
+        if all(r[f"val_{key}"] is not None for r in history):  # None: --val-size 0
+            ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", label="validation")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend()

@@ -125,4 +125,9 @@ def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]
         raise DigitrecError(f"--ema {cfg.ema}: the decay must be in [0, 1), e.g. 0.999")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise DigitrecError("--epochs and --batch-size must be at least 1 and --lr positive")
+    if cfg.val_size == 0 and (cfg.early_stop or cfg.schedule == "plateau"):
+        raise DigitrecError(
+            "--val-size 0 holds no images out, and --early-stop and --schedule plateau are "
+            "decided on validation: give a validation split or drop them"
+        )
     return cfg

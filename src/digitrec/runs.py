@@ -99,7 +99,7 @@ def read_metrics(run: Path) -> list[dict[str, str]]:
 def summarize(run: Path) -> RunSummary:
     cfg = json.loads((run / "config.json").read_text())
     rows = read_metrics(run)
-    val = max((float(r["val_acc"]) for r in rows), default=None)
+    val = max((float(r["val_acc"]) for r in rows if r["val_acc"]), default=None)
     test = None
     if (run / "report.json").is_file():
         test = json.loads((run / "report.json").read_text()).get("accuracy")

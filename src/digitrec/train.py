@@ -55,8 +55,8 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"
 @dataclass
 class TrainResult:
     run_dir: Path
-    history: list[dict[str, float]]
-    best_val_acc: float
+    history: list[dict[str, Any]]
+    best_val_acc: float | None  # None: trained on every image (--val-size 0)
     train_seconds: float
 
 
@@ -242,6 +242,9 @@ def train(
     x_train = to_float(data.train_images[train_idx]).to(device)
     y_train = data.train_labels[train_idx].to(device)
     x_val, y_val = to_float(data.train_images[val_idx]), data.train_labels[val_idx]
+    # --val-size 0: a final fit on every training image once a recipe is chosen. Nothing
+    # is selected then: each epoch's weights are the run's best, the last ones its result.
+    validated = len(val_idx) > 0
     n, bs = len(x_train), cfg.batch_size
     steps = (n + bs - 1) // bs
 
@@ -310,7 +313,7 @@ def train(
 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     amp = use_bfloat16(cfg.precision, device)
-    accs = [r["val_acc"] for r in history]
+    accs = [r["val_acc"] for r in history if r["val_acc"] is not None]
     epochs_since_best = len(accs) - 1 - accs.index(max(accs)) if accs else 0
     with stop_on_sigint(stop):
         write_json(run_dir / "config.json", config)
@@ -365,9 +368,11 @@ def train(
             seconds = sums[3] + time.perf_counter() - t0
             start_batch = 0
 
-            val_logits = batched_logits(scored, x_val)
-            val_loss = F.cross_entropy(val_logits, y_val).item()
-            val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+            val_loss = val_acc = None
+            if validated:
+                val_logits = batched_logits(scored, x_val)
+                val_loss = F.cross_entropy(val_logits, y_val).item()
+                val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
             row = {
                 "epoch": epoch + 1,
                 "train_loss": sums[0] / sums[2],
@@ -380,10 +385,10 @@ def train(
             history.append(row)
             if sched is not None and not per_batch:
                 sched.step(val_loss) if cfg.schedule == "plateau" else sched.step()
+            val = f"val loss {val_loss:.4f} acc {val_acc:.4f}" if validated else "no validation"
             log(
                 f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}  "
-                f"lr {row['lr']:.2e}  {seconds:.1f}s"
+                f"acc {row['train_acc']:.4f}  {val}  lr {row['lr']:.2e}  {seconds:.1f}s"
             )
 
             epoch_meta = {
@@ -392,8 +397,9 @@ def train(
                 "metrics": row,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            if val_acc > best_acc:
-                best_acc, epochs_since_best = val_acc, 0
+            if val_acc is None or val_acc > best_acc:  # without validation, every epoch
+                best_acc = best_acc if val_acc is None else val_acc
+                epochs_since_best = 0
                 save_model(run_dir / "best.safetensors", scored, epoch_meta)
             else:
                 epochs_since_best += 1
@@ -410,10 +416,10 @@ def train(
                 raise Interrupted(run_dir, epoch + 1, 0)
 
     config["status"] = "complete"
-    config["best_val_acc"] = best_acc
+    config["best_val_acc"] = best_acc if validated else None
     config["train_seconds"] = sum(r["seconds"] for r in history)
     write_json(run_dir / "config.json", config)
-    return TrainResult(run_dir, history, best_acc, config["train_seconds"])
+    return TrainResult(run_dir, history, config["best_val_acc"], config["train_seconds"])
 
 
 def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
