@@ -232,6 +232,9 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path):
         ("train", "--model", "resnet", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")),
         ("train", "--model", "fast", "--init", "default", "--runs-dir", str(tmp_path / "runs")),
         ("train", "--init", "no-such-run", "--runs-dir", str(tmp_path / "runs")),
+        ("train", "--val-size", "-1", "--runs-dir", str(tmp_path / "runs")),
+        ("train", "--val-size", "60000", "--runs-dir", str(tmp_path / "runs")),
+        ("train", "--val-size", "0", "--early-stop", "2", "--runs-dir", str(tmp_path / "runs")),
         ("data", "verify", "--dataset", "cifar"),
     ]
     for args in cases:

@@ -323,8 +323,10 @@ def cmd_train(args) -> int:
         cfg = make_config(args.recipe, args.model, overrides)
     ds = data.load_dataset(cfg.dataset, args.data_dir)
     if not args.resume:
-        if cfg.init:  # refused before a run directory is made for it
+        # Refused before a run directory is made for them: a bad start or split.
+        if cfg.init:
             init_checkpoint(cfg, list(ds.spec.classes))
+        data.split_indices(len(ds.train_images), cfg.val_size, cfg.split_seed)
         if args.out:
             run_dir = Path(args.out)
             if (run_dir / "config.json").exists():
