@@ -7,7 +7,7 @@ so each step's worth shows. Targets (issue 3): canvas, stroke and rotation varia
 0.5 points of clean accuracy; paper and colour >= 98%; the MNIST-C mean >= 95%.
 
     python benchmarks/robustness.py [--n 1000] [--split test|val] [--model-path M] [--tta]
-                                    [--sheet out.png] [--only NAME]...
+                                    [--sheet out.png] [--only NAME]... [--erosion F]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import variants
 from digitrec import plots
 from digitrec.data import load_dataset, split_indices
 from digitrec.predictor import Predictor
@@ -54,7 +55,18 @@ def main() -> None:
         help="a variant to run (repeat for several; default: all), for a quick look; names "
         "hold commas ('paper, lamp, JPEG'), so they are not comma-separated",
     )
+    ap.add_argument(
+        "--erosion",
+        type=float,
+        metavar="F",
+        help="erode the 'eroded strokes' variant by exactly F of the strokes' typical "
+        "half-width (default: uniform in 0.6-0.8), to see how deep a cut is still read",
+    )
     args = ap.parse_args()
+    if args.erosion is not None:
+        if not 0 <= args.erosion < 1:
+            ap.error("--erosion is a share of the half-width, in [0, 1)")
+        variants.EROSION = (args.erosion, args.erosion)
 
     predictor = Predictor.load(args.model_path)
     ds = load_dataset("mnist")

@@ -174,13 +174,18 @@ def fine(d, rng):
     return to_u8(1 - ndimage.gaussian_filter(line.astype(np.float32), 0.7))
 
 
+# How deep ``eroded`` cuts, as a share of the strokes' typical half-width (uniform in the
+# range). The benchmark's --erosion fixes it, to see where reading starts to fail.
+EROSION = (0.6, 0.8)
+
+
 def eroded(d, rng):
     """Thin strokes as the issue names them: the drawing eroded by 60 to 80% of its strokes'
     typical half-width (parts of a stroke narrower than that break off, as erosion does)."""
     strokes = drawn(d, rng, 180, 250) > 0.5
     dist = ndimage.distance_transform_edt(strokes)
     ridge = strokes & (dist >= ndimage.maximum_filter(dist, size=3))
-    kept = dist > rng.uniform(0.6, 0.8) * np.median(dist[ridge])
+    kept = dist > rng.uniform(*EROSION) * np.median(dist[ridge])
     return to_u8(1 - ndimage.gaussian_filter(kept.astype(np.float32), 0.7))
 
 
