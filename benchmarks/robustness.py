@@ -82,6 +82,7 @@ def main() -> None:
     print(
         f"model {predictor.name} ({predictor.source}), {args.n} MNIST {args.split} images "
         "per variant"
+        + (f", strokes eroded by {args.erosion:.0%}" if args.erosion is not None else "")
     )
 
     head = f"{'variant':<26} {'group':<9} {'textbook':>9} {'robust':>8}"
