@@ -81,9 +81,16 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 < args.share < 1:
         ap.error("--share is the renders' part of a batch, between 0 and 1")
+    if args.epochs is not None and args.epochs < 1:
+        ap.error("--epochs must be at least 1")
+    if not Path(args.out).resolve().parent.is_dir():  # found now, not after the training
+        ap.error(f"--out {args.out}: no directory {Path(args.out).parent} to save it in")
 
     ds = load_dataset("mnist")
     train_idx, val_idx = split_indices(len(ds.train_images), 5000, seed=0)
+    if not 0 < args.n <= len(train_idx) or not 0 < args.val_n <= len(val_idx):
+        ap.error(f"--n is 1 to {len(train_idx)} (the training split), --val-n 1 to "
+                 f"{len(val_idx)} (the validation split)")  # fmt: skip
     rng = np.random.default_rng(1234)
     pick = rng.choice(np.asarray(train_idx), args.n, replace=False)
     kinds = rng.integers(0, len(KINDS), args.n)
