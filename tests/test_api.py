@@ -21,6 +21,7 @@ from conftest import run_cli
 from digitrec.checkpoint import read_meta
 from digitrec.errors import DigitrecError, ImageError
 from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.preprocess import FORMAT_NAMES, FORMATS
 from digitrec.web.app import Limits, create_app
 
 SHIPPED = read_meta(shipped_model_path())
@@ -113,6 +114,10 @@ MULTIPART_BIG = [
 ]
 
 
+EPS_LOOP = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n{} loop\n"
+READ_ONLY = f"not a readable image ({FORMAT_NAMES} are read)"
+
+
 def bomb() -> bytes:
     """A few kilobytes of PNG that decode to 100 million pixels."""
     buf = io.BytesIO()
@@ -150,12 +155,83 @@ def bomb() -> bytes:
         ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 422, "boundary"),
         ({"content": (part for part in MULTIPART_BIG),  # chunked: no content-length to check
           "headers": {"content-type": "multipart/form-data; boundary=b"}}, 413, "body is over"),
+        # JSON that broke the parser: a RecursionError and a ValueError, both were 500s
+        ({"content": b'{"pixels": ' + b"[" * 990 + b"]" * 990 + b"}",
+          "headers": {"content-type": "application/json"}}, 422, "nested too deeply"),
+        ({"content": b'{"pixels": [' + b"7" * 4301 + b", 0" * 783 + b"]}",
+          "headers": {"content-type": "application/json"}}, 422, "NaN or infinite"),
+        # Ghostscript ran on this one (an endless loop pinned the worker); now never decoded
+        ({"content": EPS_LOOP, "headers": {"content-type": "image/png"}}, 422, READ_ONLY),
+        ({"files": {"file": ("loop.eps", EPS_LOOP, "application/postscript")}}, 422, READ_ONLY),
     ],
 )  # fmt: skip
 def test_bad_requests_are_4xx_with_a_reason(client, kwargs, status, words):
     r = client.post("/api/predict", **kwargs)
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
+
+
+def encoded(a: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, fmt)
+    return buf.getvalue()
+
+
+# Formats Pillow decodes but digitrec does not: each a real file of that format.
+OTHER_FORMATS = ["TGA", "PCX", "SGI", "PPM", "ICO", "JPEG2000", "XBM", "DDS", "IM", "QOI"]
+
+
+@pytest.mark.parametrize("fmt", OTHER_FORMATS)
+def test_only_the_listed_formats_are_decoded(client, digits, fmt):
+    """PIL's plugins are many (EPS runs Ghostscript); the server decodes the six it names."""
+    img = Image.open(io.BytesIO(digits[0][0])).convert("1" if fmt == "XBM" else "RGB")
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    r = client.post("/api/predict", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 422 and r.json()["detail"].endswith(READ_ONLY), r.text
+
+
+@pytest.mark.parametrize("fmt", [f.pil for f in FORMATS] + ["MPO"])
+def test_every_listed_format_is_read(client, digits, fmt):
+    """MPO is the multi-picture JPEG some phone cameras write: opened as a JPEG."""
+    data, label, _ = digits[0]
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    r = client.post(
+        "/api/predict", content=encoded(rgb, fmt), headers={"content-type": "image/png"}
+    )
+    check(r, label)
+
+
+def test_a_request_has_a_budget_of_decoded_pixels(predictor, digits):
+    """Each image under the pixel limit, but together over the request's budget: 413
+    before the image that crosses it is decoded (70 such images held a worker 54 s)."""
+    app = create_app(predictor, limits=Limits(max_pixels=1_000_000, max_request_pixels=2_000_000))
+    big = encoded(np.full((1000, 900), 255, np.uint8), "PNG")  # 0.9 MP each
+    with TestClient(app) as c:
+        two = {"images": [{"image": base64.b64encode(big).decode()}] * 2}
+        assert c.post("/api/predict/batch", json=two).status_code == 200
+        three = {"images": two["images"] * 2}
+        r = c.post("/api/predict/batch", json=three)
+        assert r.status_code == 413 and "budget of 2,000,000 decoded pixels" in r.json()["detail"]
+        files = [("files", (f"{i}.png", big, "image/png")) for i in range(3)]
+        assert c.post("/api/predict/batch", files=files).status_code == 413
+        # one of them, in a request of its own, is fine
+        r = c.post("/api/predict", content=big, headers={"content-type": "image/png"})
+        assert r.status_code == 200 and r.json()["blank"]
+
+
+def test_the_formats_are_named_the_same_everywhere(client):
+    """One list (preprocess.FORMATS): what is decoded, the 422's words, /docs' request
+    types, the page's file picker and its message, the CLI's help."""
+    spec = client.get("/openapi.json").json()
+    content = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert {k for k in content if k.startswith("image/")} == {f.mime for f in FORMATS}
+    assert FORMAT_NAMES in spec["paths"]["/api/predict"]["post"]["responses"]["422"]["description"]
+    page = client.get("/").text
+    [accept] = re.findall(r'accept="([^"]+)"', page)
+    assert accept.split(",") == [f.mime for f in FORMATS]
+    assert f"({FORMAT_NAMES} are read)" in client.get("/static/app.js").text
+    assert FORMAT_NAMES in " ".join(run_cli("predict", "--help").stdout.split())
 
 
 def test_bad_batches(client):

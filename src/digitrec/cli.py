@@ -40,6 +40,7 @@ def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from digitrec.models import MODELS
+    from digitrec.preprocess import FORMAT_NAMES
     from digitrec.recipes import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES
 
     parser = argparse.ArgumentParser(
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="*",
         metavar="IMAGE",
-        help="PNG, JPEG, BMP, GIF, WebP or TIFF files, or folders of them",
+        help=f"{FORMAT_NAMES} files, or folders of them",
     )
     p.add_argument("--random", type=int, metavar="N", help="predict N random MNIST test images")
     p.add_argument("--seed", type=int, default=0, help="for --random")

@@ -26,7 +26,7 @@ from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
 from digitrec.models import resolve_device
-from digitrec.preprocess import ImageLike, Preprocessed, preprocess
+from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
 from digitrec.runs import best_checkpoint, resolve_run, runs_root
 
 MODEL_ENV = "DIGITREC_MODEL"
@@ -243,10 +243,15 @@ class Predictor:
         return self.predict_preprocessed(self.prepare(images, max_pixels), tta=tta)
 
     @staticmethod
-    def prepare(images: Sequence[ImageLike], max_pixels: int | None = None) -> list[Preprocessed]:
+    def prepare(
+        images: Sequence[ImageLike],
+        max_pixels: int | None = None,
+        budget: PixelBudget | None = None,
+    ) -> list[Preprocessed]:
         """The pipeline's half of ``predict``, for callers that run the model half on
-        many requests' images at once (the server)."""
-        return [preprocess(img, max_pixels=max_pixels) for img in images]
+        many requests' images at once (the server); ``budget``: the pixels all of
+        ``images`` may decode to together."""
+        return [preprocess(img, max_pixels=max_pixels, budget=budget) for img in images]
 
     def predict_one(
         self, image: ImageLike, tta: bool = False, max_pixels: int | None = None

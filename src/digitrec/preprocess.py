@@ -29,8 +29,48 @@ BLANK_CONTRAST = 0.08  # below this peak contrast over the background there is n
 MIN_INK_PIXELS = 4
 
 ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Format:
+    pil: str  # Pillow's name, for Image.open(formats=...)
+    name: str  # what people call it
+    mime: str
+    suffixes: tuple[str, ...]
+
+
+# The only formats decoded, by every front end; every list shown to people comes from here.
+# Pillow would otherwise try ~40 (EPS runs Ghostscript on the upload). JPEG includes MPO,
+# the multi-picture JPEG of phone cameras (Pillow opens it through the JPEG plugin).
+FORMATS = (
+    Format("PNG", "PNG", "image/png", (".png",)),
+    Format("JPEG", "JPEG", "image/jpeg", (".jpg", ".jpeg")),
+    Format("BMP", "BMP", "image/bmp", (".bmp",)),
+    Format("GIF", "GIF", "image/gif", (".gif",)),
+    Format("WEBP", "WebP", "image/webp", (".webp",)),
+    Format("TIFF", "TIFF", "image/tiff", (".tif", ".tiff")),
+)
+PIL_FORMATS = [f.pil for f in FORMATS]
+FORMAT_NAMES = ", ".join(f.name for f in FORMATS[:-1]) + f" and {FORMATS[-1].name}"
 # The files front ends offer to open (a folder given to `predict`, the GUI's file dialog).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(s for f in FORMATS for s in f.suffixes)
+
+
+class PixelBudget:
+    """The pixels one request may still decode, over all its images: each image is under
+    the per-image limit, but 70 of them held a server worker for 54 s and 708 MB."""
+
+    def __init__(self, total: int) -> None:
+        self.total = self.left = total
+
+    def take(self, size: tuple[int, int], name: str) -> None:
+        w, h = size
+        if w * h > self.left:
+            raise ImageTooLarge(
+                f"{name}: its {w}x{h} pixels take the request over its budget of "
+                f"{self.total:,} decoded pixels; send fewer or smaller images"
+            )
+        self.left -= w * h
 
 
 @dataclass
@@ -60,7 +100,10 @@ class Preprocessed:
 
 
 def decode(
-    src: ImageLike, max_pixels: int | None = None, at_least: int = 0
+    src: ImageLike,
+    max_pixels: int | None = None,
+    at_least: int = 0,
+    budget: PixelBudget | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode a path, bytes, PIL image or array, upright, refusing what cannot or should
     not be decoded; returns the image and the upright size of the full image.
@@ -70,11 +113,14 @@ def decode(
     ``at_least``: a JPEG over twice this on its longer side is decoded at 1/2, 1/4 or 1/8
     scale (libjpeg scales in the DCT and skips most of the work), its longer side still
     at least ``at_least``; the size returned is then larger than the image's.
+    ``budget``: what the image decodes to is taken from it before decoding.
     """
     limit = max_pixels or MAX_PIXELS
     if isinstance(src, Image.Image):
         img = src
     elif isinstance(src, np.ndarray):
+        if budget is not None and src.ndim >= 2:
+            budget.take((src.shape[1], src.shape[0]), "array")
         img = _from_array(src, limit)
     else:
         name = "The uploaded data" if isinstance(src, (bytes, bytearray)) else str(src)
@@ -87,22 +133,22 @@ def decode(
                 raise ImageError(f"{src}: no such file")
             fh = src
         try:
-            img = Image.open(fh)
+            img = Image.open(fh, formats=PIL_FORMATS)
             _check_size(img.size, name, limit)
             full = img.size
             if at_least and max(full) >= 2 * at_least:
                 f = at_least / max(full)
                 img.draft(None, (max(1, ceil(full[0] * f)), max(1, ceil(full[1] * f))))
+            if budget is not None:
+                budget.take(img.size, name)  # the size draft() left: what load() decodes
             img.load()
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(f"{name}: {exc}") from None
         except UnidentifiedImageError:
-            raise ImageError(
-                f"{name} is not a readable image (PNG, JPEG, BMP, GIF, WebP and TIFF are read)"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{name} is not a readable image ({FORMAT_NAMES} are read)") from None
+        except Exception as exc:  # any decoder's failure on untrusted bytes: corrupt input
             raise ImageError(f"{name} is a truncated or corrupt image ({exc})") from None
         _check_size(img.size, "image", limit)
         return upright(img, full)
@@ -793,6 +839,7 @@ def preprocess(
     max_pixels: int | None = None,
     normalize_strokes: bool = True,
     refine: bool = True,
+    budget: PixelBudget | None = None,
 ) -> Preprocessed:
     """Any image -> the 28x28 MNIST-like input and a record of what was done.
 
@@ -803,7 +850,7 @@ def preprocess(
     thickening it cost 5 points on impulse noise); on validation renders it takes thin
     pens from 95.0% to 96.75% and changes nothing else.
     """
-    img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE)
+    img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE, budget=budget)
     first = _read(img, source_size, WORK_SIDE, robust, deskew_digit, normalize_strokes, refine)
     if first.blank and robust and refine and max(img.size) > CLOSER_SIDE and not first.on_sheet:
         # A digit a few percent of a photo's height is a few faint pixels at 128 px, too

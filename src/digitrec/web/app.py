@@ -13,6 +13,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 import os
 import socket
 import time
@@ -33,24 +34,30 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 import digitrec
 from digitrec.errors import DigitrecError, ImageError, ImageTooLarge
 from digitrec.predictor import Prediction, Predictor
-from digitrec.preprocess import MAX_PIXELS, Preprocessed
+from digitrec.preprocess import MAX_PIXELS, PixelBudget, Preprocessed
 from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, request_body
 
 STATIC = resources.files("digitrec.web") / "static"
 SOURCE_ENV = "DIGITREC_MODEL_SOURCE"
 BACKEND_ENV = "DIGITREC_BACKEND"
 THREADS_ENV = "DIGITREC_THREADS"  # preprocessing threads per process (set by `serve`)
+READY_WITHIN = 2.0  # seconds: a worker whose probe prediction takes longer is not ready
+SHUTDOWN_SECONDS = 5  # graceful shutdown's bound: requests take milliseconds, a stuck one forever
+log = logging.getLogger("digitrec.web")
 
 
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = MAX_PIXELS  # one image
+    max_request_pixels: int = 2 * MAX_PIXELS  # all of a request's images, decoded
     max_batch: int = 256
 
 
@@ -85,6 +92,8 @@ class Coalescer:
         self.waiting: list[tuple[Predictor, list[Preprocessed], asyncio.Future]] = []
         self.busy = False
         self.task: asyncio.Task | None = None
+        self.answered = float("-inf")  # time.monotonic() of the last prediction made
+        self.probe: asyncio.Task | None = None
 
     async def run(
         self, p: Predictor, prepare: Callable[[], list[Preprocessed]]
@@ -95,12 +104,26 @@ class Coalescer:
             return await self.predict(p, await self._in_thread(prepare))
         self.busy = True
         try:
-            return await self._in_thread(lambda: p.predict_preprocessed(prepare()))
+            preds = await self._in_thread(lambda: p.predict_preprocessed(prepare()))
+            self.answered = time.monotonic()
+            return preds
         finally:
             if self.waiting:  # those that came meanwhile
                 self.task = asyncio.create_task(self._drain())
             else:
                 self.busy = False
+
+    async def ready(self, p: Predictor, within: float = READY_WITHIN) -> bool:
+        """Whether a prediction can be made now: one was made in the last second, or a
+        probe through the whole path (a queue slot, a preprocessing thread, the model)
+        finishes within ``within`` seconds. A probe is never cancelled (a thread cannot
+        be) and never doubled: a later call waits on the one still out."""
+        if self.probe is None or self.probe.done():
+            if time.monotonic() - self.answered < 1.0:
+                return True
+            self.probe = asyncio.create_task(self.run(p, lambda: p.prepare([PROBE])))
+        done, _ = await asyncio.wait({self.probe}, timeout=within)
+        return bool(done) and not self.probe.cancelled() and self.probe.exception() is None
 
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
         if self.limiter is None:
@@ -136,6 +159,7 @@ class Coalescer:
                         if not future.done():  # done: the client went away
                             future.set_exception(exc)
                     continue
+                self.answered = time.monotonic()
                 start = 0
                 for _, pre, future in jobs:
                     if not future.done():
@@ -143,6 +167,10 @@ class Coalescer:
                     start += len(pre)
         finally:
             self.busy = False
+
+
+PROBE = np.zeros((28, 28), np.float32)  # what /readyz predicts: a "1", so the model runs
+PROBE[4:24, 13:15] = 1.0
 
 
 def png_base64(image: np.ndarray) -> str:
@@ -202,8 +230,12 @@ async def limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, 
 
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # Numbers as floats: an integer of over 4,300 digits is then infinite (and refused
+        # as a pixel value), where int() raised a ValueError past Python's digit limit.
+        return json.loads(body, parse_int=float)
+    except RecursionError:
+        raise BadRequest(422, "the JSON body is nested too deeply to be an image") from None
+    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
         raise BadRequest(422, f"the body is not valid JSON ({exc})") from None
 
 
@@ -238,6 +270,7 @@ def limits_from_env() -> Limits:
     return Limits(
         max_body_bytes=env_int("DIGITREC_MAX_BODY_BYTES", Limits.max_body_bytes),
         max_pixels=env_int("DIGITREC_MAX_PIXELS", Limits.max_pixels),
+        max_request_pixels=env_int("DIGITREC_MAX_REQUEST_PIXELS", Limits.max_request_pixels),
     )
 
 
@@ -289,7 +322,8 @@ def create_app(
 
     async def run(items: list[bytes | np.ndarray], p: Predictor) -> list[Prediction]:
         try:
-            return await coalescer.run(p, lambda: p.prepare(items, limits.max_pixels))
+            budget = PixelBudget(limits.max_request_pixels)
+            return await coalescer.run(p, lambda: p.prepare(items, limits.max_pixels, budget))
         except ImageTooLarge as exc:
             raise BadRequest(413, str(exc)) from None
         except ImageError as exc:
@@ -408,19 +442,59 @@ def create_app(
 
     @app.get(
         "/readyz",
-        summary="Readiness: the model is loaded",
-        responses={503: {"description": 'Not yet: `{"ready": false}`'}},
+        summary="Readiness: a prediction can be made now",
+        responses={503: {"description": 'Not now: `{"ready": false, "reason": "..."}`'}},
     )
     async def readyz() -> JSONResponse:
-        ready = state["predictor"] is not None
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        p = state["predictor"]
+        if p is None:
+            return JSONResponse({"ready": False, "reason": "loading the model"}, status_code=503)
+        if not await coalescer.ready(p):
+            reason = f"no prediction could be made within {READY_WITHIN:g} s: busy or stuck"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": True})
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(ErrorsAnsweredAsJSON)
     return app
+
+
+class ErrorsAnsweredAsJSON:
+    """The app's last line of defence, inside Starlette's own: an unexpected error is
+    answered as a JSON 500 on a connection that stays usable (Starlette's answer re-raised
+    the error, and uvicorn then dropped the connection with no `Connection: close`), and
+    a client that went away mid-body is one log line, not a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except ClientDisconnect:
+            log.info("%s %s: the client went away mid-body", scope["method"], scope["path"])
+        except Exception:
+            if started:  # half an answer is out: closing the connection is the only end
+                raise
+            log.exception("%s %s: unexpected error", scope["method"], scope["path"])
+            detail = (
+                "digitrec failed on this request (a bug, logged on the server); retry or report it"
+            )
+            await JSONResponse({"detail": detail}, status_code=500)(scope, receive, send)
 
 
 def model_version(p: Predictor) -> str:
@@ -474,6 +548,7 @@ def serve(
         workers=workers,
         http=f"{__name__}:NoDelayHTTP",
         log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
     )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from digitrec.preprocess import FORMAT_NAMES, FORMATS
+
 
 class ErrorBody(BaseModel):
     detail: str = Field(description="What was wrong, in one sentence, and what to send instead")
@@ -46,9 +48,16 @@ def _error(description: str) -> dict[str, Any]:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    413: _error("The body is over the byte limit, or the image over the pixel limit"),
+    413: _error(
+        "The body is over the byte limit, an image over the pixel limit, or the request's "
+        "images together over its budget of decoded pixels"
+    ),
     415: _error("A content type the endpoint does not read"),
-    422: _error("Not a readable image, bad base64 or JSON, or pixels of the wrong count/range"),
+    422: _error(
+        f"Not a readable image ({FORMAT_NAMES} are read), bad base64 or JSON, or pixels of "
+        "the wrong count/range"
+    ),
+    500: _error("A failure of digitrec itself (a bug): logged; the connection stays usable"),
     503: _error("The model is still loading"),
 }
 
@@ -88,7 +97,7 @@ def request_body(batch: bool) -> dict[str, Any]:
             }
         }
     else:
-        for kind in ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif"):
-            content[kind] = {"schema": _BINARY}
+        for f in FORMATS:
+            content[f.mime] = {"schema": _BINARY}
         content["application/json"] = {"schema": _IMAGE_JSON}
     return {"requestBody": {"required": True, "content": content}}

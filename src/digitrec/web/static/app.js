@@ -206,7 +206,7 @@ function hideThumb() { $("thumbfig").hidden = true; }
 function predictFile(file) {
   if (!file) return;
   if (file.type && !file.type.startsWith("image/")) {
-    showError(`${file.name} is not an image (PNG, JPEG, BMP, GIF or WebP).`);
+    showError(`${file.name} is not a readable image (PNG, JPEG, BMP, GIF, WebP and TIFF are read).`);
     return;
   }
   strokes.length = 0;
