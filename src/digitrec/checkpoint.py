@@ -12,6 +12,7 @@ the same file's header.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,15 +26,65 @@ from torch import nn
 from digitrec.errors import CheckpointError
 from digitrec.files import atomic_path
 from digitrec.models import MODELS, Ensemble, build_model
+from digitrec.records import Number, Required, check
 
 FORMAT = "digitrec-checkpoint"
 ENSEMBLE = "ensemble"  # the model name of a checkpoint holding several models
 FORMAT_VERSION = 1
+HASH_KEY = "tensors_sha256"  # of the tensors' names, types, shapes and bytes
+
+_NORMALIZATION = {"mean": Number, "std": Number}
+# What digitrec reads of a checkpoint's record (the front ends show the rest as it is).
+RECORD = {
+    "format": Required(str),
+    "model": Required(str),
+    "classes": [str],
+    "normalization": _NORMALIZATION,
+    "members": [{"model": Required(str), "normalization": _NORMALIZATION}],
+    HASH_KEY: str,
+    "test_accuracy": Number,
+    "metrics": {"val_acc": Number},
+    "epoch": int,
+    "params": int,
+    "run": str,
+    "recipe": str,
+    "command": str,
+    "created": str,
+}
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves, stored in the header they are saved with: bytes
+    flipped after a header passed safetensors' own checks and gave NaN predictions."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def verify_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any], what: str) -> None:
+    """Refuse tensors that are not the ones saved (when the record has their hash: older
+    checkpoints do not) or that hold NaN or infinite values."""
+    damaged = f"{what} is damaged"
+    if meta.get(HASH_KEY) and tensors_sha256(tensors) != meta[HASH_KEY]:
+        raise CheckpointError(f"{damaged}: its weights do not match the hash saved with them")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise CheckpointError(f"{damaged}: NaN or infinite weights in {', '.join(bad[:3])}")
 
 
 def save_model(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> None:
-    record = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_tensors(path, tensors, meta)
+
+
+def save_tensors(
+    path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    record = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
+    record[HASH_KEY] = tensors_sha256(tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"digitrec": json.dumps(record)})
 
@@ -60,8 +111,14 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         meta = json.loads(header["digitrec"])
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: corrupt digitrec metadata ({exc})") from None
+    check(meta, RECORD, f"{path}'s digitrec metadata", CheckpointError)
+    norms = [meta.get("normalization") or {}] + [
+        m.get("normalization") or {} for m in meta.get("members") or []
+    ]
+    if any(n.get("std") is not None and n["std"] <= 0 for n in norms):
+        raise CheckpointError(f"{path}'s digitrec metadata is damaged: normalization.std <= 0")
     names = (
         [m.get("model") for m in meta.get("members") or [{}]]
         if meta.get("model") == ENSEMBLE
@@ -101,6 +158,7 @@ def load_model(
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read tensors ({exc})") from None
+    verify_tensors(state, meta, str(path))
     load_state(model, state, f"{path} (model {meta['model']!r})")
     return model.to(device).eval(), meta
 
@@ -164,8 +222,9 @@ def save_tree(path: str | os.PathLike[str], tree: Any) -> None:
     structure as JSON in the header. One file, so one atomic rename."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(tree, "", tensors)
+    header = {"tree": json.dumps(structure), HASH_KEY: tensors_sha256(tensors)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"tree": json.dumps(structure)})
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def load_tree(path: str | os.PathLike[str]) -> Any:
@@ -174,10 +233,20 @@ def load_tree(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"No resumable training state at {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            structure = json.loads((f.metadata() or {})["tree"])
+            header = f.metadata() or {}
+            structure = json.loads(header["tree"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if header.get(HASH_KEY) and tensors_sha256(tensors) != header[HASH_KEY]:
+            raise CheckpointError(f"Training state {path} is damaged: its tensors do not match")
         return _unflatten(structure, tensors)
-    except (json.JSONDecodeError, SafetensorError, OSError, KeyError) as exc:
+    except (
+        json.JSONDecodeError,
+        SafetensorError,
+        OSError,
+        LookupError,
+        TypeError,
+        ValueError,
+    ) as exc:
         raise CheckpointError(f"Training state {path} is corrupt ({exc})") from None
 
 
@@ -185,5 +254,5 @@ def copy_with_meta(src: str | os.PathLike[str], dst: str | os.PathLike[str], ext
     """Copy a checkpoint, adding to its metadata (how the shipped model records its origin)."""
     meta = read_meta(src)
     tensors = load_file(str(src))
-    with atomic_path(dst) as tmp:
-        save_file(tensors, str(tmp), metadata={"digitrec": json.dumps({**meta, **extra})})
+    verify_tensors(tensors, meta, str(src))
+    save_tensors(dst, tensors, {**meta, **extra})

@@ -308,11 +308,11 @@ def cmd_train(args) -> int:
     from digitrec import data, runs
     from digitrec.models import resolve_device
     from digitrec.recipes import TrainConfig, make_config
-    from digitrec.train import init_checkpoint, train, use_bfloat16
+    from digitrec.train import init_checkpoint, refuse_existing, train, use_bfloat16
 
     if args.resume:
         run_dir = runs.resolve_run(args.resume, runs.runs_root(args.runs_dir))
-        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["settings"])
+        cfg = TrainConfig.from_dict(runs.read_config(run_dir)["settings"])
     else:
         # Every setting that has a flag: a new setting cannot be silently ignored.
         names = {f.name for f in fields(TrainConfig)} - {"model", "recipe"}
@@ -330,8 +330,7 @@ def cmd_train(args) -> int:
         data.split_indices(len(ds.train_images), cfg.val_size, cfg.split_seed)
         if args.out:
             run_dir = Path(args.out)
-            if (run_dir / "config.json").exists():
-                raise DigitrecError(f"{run_dir} already holds a run; use --resume or another --out")
+            refuse_existing(run_dir)  # at once; train() checks again under the run's lock
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             run_dir = runs.new_run_dir(runs.runs_root(args.runs_dir), cfg.model)
@@ -397,6 +396,9 @@ def cmd_runs(args) -> int:
         f"{'params':>9} {'train s':>8}  status"
     )
     for r in rows:
+        if r.damaged:
+            print(f"{r.path.name:<34} damaged: {r.damaged}")
+            continue
         print(
             f"{r.path.name:<34} {r.model:<8} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
             f"{pct(r.test_acc):>8} {r.params:>9,} {r.train_seconds:>8.1f}  {r.status}"

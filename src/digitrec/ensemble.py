@@ -22,7 +22,6 @@ written, but with no validation score, rather than a flattering one.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 import time
@@ -40,7 +39,8 @@ from digitrec.files import write_json
 from digitrec.models import Ensemble, batched_logits, count_parameters
 from digitrec.predictor import shipped_model_path
 from digitrec.recipes import TrainConfig
-from digitrec.runs import resolve_checkpoint
+from digitrec.records import Required
+from digitrec.runs import RUN_RECORD, read_config, read_json, resolve_checkpoint
 from digitrec.train import write_metrics
 
 
@@ -92,15 +92,16 @@ def _member(target: str | Path, root: Path | None) -> Member:
     model, meta = load_model(ckpt)
     if meta["model"] == ENSEMBLE:
         raise CheckpointError(f"{ckpt} is already an ensemble: give the runs it was made from")
-    config = ckpt.parent / "config.json"
-    if ckpt.resolve() == shipped_model_path().resolve():  # its run's config is kept in default.json
-        config = ckpt.with_name("default.json")
     settings, seconds = None, 0.0
-    if config.is_file():
-        cfg = json.loads(config.read_text())
-        cfg = cfg.get("config", cfg)
-        settings = TrainConfig.from_dict(cfg.get("settings", {}))
-        seconds = float(cfg.get("train_seconds", 0.0))
+    if ckpt.resolve() == shipped_model_path().resolve():  # its run's config is kept in default.json
+        cfg = read_json(ckpt.with_name("default.json"), {"config": Required(RUN_RECORD)})["config"]
+    elif (ckpt.parent / "config.json").is_file():
+        cfg = read_config(ckpt.parent)
+    else:
+        cfg = None
+    if cfg is not None:
+        settings = TrainConfig.from_dict(cfg["settings"])
+        seconds = float(cfg.get("train_seconds") or 0.0)
     return Member(ckpt, model, meta, settings, seconds)
 
 

@@ -265,6 +265,11 @@ class Predictor:
         todo = [i for i, p in enumerate(pre) if not p.blank]
         if todo:
             probs = self._probabilities(np.stack([pre[i].image for i in todo])[:, None], tta)
+            if not np.isfinite(probs).all():  # never a NaN answer, in JSON or anywhere
+                raise CheckpointError(
+                    f"{self.path}: the model gave NaN or infinite outputs; its weights are "
+                    "damaged (load another model or export this one again)"
+                )
             for i, p in zip(todo, probs, strict=True):
                 d = int(p.argmax())
                 out[i] = Prediction(

@@ -2,22 +2,54 @@
 
 A run is a directory ``runs/<timestamp>-<model>/`` holding ``config.json``,
 ``metrics.csv``, ``best.safetensors``, ``last.safetensors``, ``state.safetensors``
-(to resume), ``curves.png`` and, once evaluated, ``report.json``.
+(to resume), ``curves.png`` and, once evaluated, ``report.json``; ``.lock`` is held by
+the process training into it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, get_type_hints
 
 from digitrec.errors import CheckpointError, DigitrecError
+from digitrec.recipes import TrainConfig
+from digitrec.records import Number, Required, check
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 RUNS_DIR_ENV = "DIGITREC_RUNS_DIR"
 SHIPPED = "default"  # names the model shipped in the package where a run or checkpoint goes
+LOCK = ".lock"
+
+_TYPES = {str: str, int: int, float: Number, bool: bool}
+# A run's config.json, as far as digitrec reads it back. Every setting is optional (older
+# runs lack newer ones; an ensemble's has a few) but the model and the dataset.
+RUN_RECORD = {
+    "settings": Required(
+        {
+            f.name: Required(_TYPES[t]) if f.name in ("model", "dataset") else _TYPES[t]
+            for f in fields(TrainConfig)
+            for t in [get_type_hints(TrainConfig)[f.name]]
+        }
+    ),
+    "status": str,
+    "params": int,
+    "best_val_acc": Number,
+    "train_seconds": Number,
+    "run": str,
+    "created": str,
+}
 
 
 def runs_root(flag: str | os.PathLike[str] | None = None) -> Path:
@@ -75,17 +107,81 @@ def resolve_checkpoint(arg: str | os.PathLike[str], root: Path | None = None) ->
     raise CheckpointError(f"No checkpoint at {p}")
 
 
+def read_json(path: Path, rule: Any) -> Any:
+    """A JSON record digitrec wrote, checked against ``rule``; a damaged one is refused."""
+    try:
+        return check(json.loads(path.read_text()), rule, str(path))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DigitrecError(f"{path} is damaged: not readable JSON ({exc})") from None
+
+
+def read_config(run: Path) -> dict[str, Any]:
+    return read_json(run / "config.json", RUN_RECORD)
+
+
+@contextlib.contextmanager
+def locked(run: Path) -> Iterator[None]:
+    """Hold ``run`` for this process alone: two `train` of one --out (or two --resume of one
+    run) both trained and finished, one's checkpoint beside the other's config."""
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / LOCK, "a+") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                pid = fh.read().strip()
+                raise DigitrecError(
+                    f"{run} is in use by another digitrec process"
+                    + (f" (pid {pid})" if pid.isdigit() else "")
+                    + ": wait for it to finish, or stop it"
+                ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield  # closing the file releases the lock; the file stays (removing it would race)
+
+
+def in_use(run: Path) -> bool:
+    """Whether a process holds ``run`` (so a "running" status is true, not a killed run's)."""
+    if fcntl is None or not (run / LOCK).is_file():
+        return False
+    try:
+        with open(run / LOCK) as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+# Temporary files of writes a killed process never finished: ours (.NAME.XXXX.tmp, see
+# files.atomic_path) and the safetensors library's own (.tmpXXXXXX beside them).
+_STALE = re.compile(r"\..+\.tmp|\.tmp\w{6}")
+
+
+def remove_stale_temporaries(run: Path) -> list[str]:
+    """Delete them; only under the run's lock, when no live process can be writing one."""
+    removed = [f.name for f in run.iterdir() if f.is_file() and _STALE.fullmatch(f.name)]
+    for name in removed:
+        (run / name).unlink(missing_ok=True)
+    return removed
+
+
 @dataclass
 class RunSummary:
     path: Path
-    model: str
-    dataset: str
-    status: str
-    epochs: int
-    val_acc: float | None
-    test_acc: float | None
-    params: int
-    train_seconds: float
+    model: str = "?"
+    dataset: str = "?"
+    status: str = "?"
+    epochs: int = 0
+    val_acc: float | None = None
+    test_acc: float | None = None
+    params: int = 0
+    train_seconds: float = 0.0
+    damaged: str = ""  # why the run cannot be read; empty for a sound one
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:
@@ -97,27 +193,34 @@ def read_metrics(run: Path) -> list[dict[str, str]]:
 
 
 def summarize(run: Path) -> RunSummary:
-    cfg = json.loads((run / "config.json").read_text())
-    rows = read_metrics(run)
-    val = max((float(r["val_acc"]) for r in rows if r["val_acc"]), default=None)
+    cfg = read_config(run)
+    try:
+        rows = read_metrics(run)
+        val = max((float(r["val_acc"]) for r in rows if r["val_acc"]), default=None)
+        seconds = sum(float(r["seconds"]) for r in rows)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as exc:
+        raise DigitrecError(f"{run / 'metrics.csv'} is damaged ({exc})") from None
     test = None
     if (run / "report.json").is_file():
-        test = json.loads((run / "report.json").read_text()).get("accuracy")
+        test = read_json(run / "report.json", {"accuracy": Number}).get("accuracy")
+    status = cfg.get("status", "?")
+    if status == "running" and not in_use(run):
+        status = "stopped (killed?): resume it with --resume"
     return RunSummary(
         path=run,
         model=cfg["settings"]["model"],
         dataset=cfg["settings"]["dataset"],
-        status=cfg.get("status", "?"),
+        status=status,
         epochs=len(rows),
         val_acc=val,
         test_acc=test,
-        params=cfg.get("params", 0),
-        train_seconds=sum(float(r["seconds"]) for r in rows),
+        params=cfg.get("params") or 0,
+        train_seconds=seconds,
     )
 
 
 def list_runs(root: Path) -> list[RunSummary]:
-    """Every run under root, best validation accuracy first."""
+    """Every run under root, best validation accuracy first, damaged ones last."""
     if not root.is_dir():
         return []
     runs = []
@@ -125,14 +228,14 @@ def list_runs(root: Path) -> list[RunSummary]:
         if (d / "config.json").is_file():
             try:
                 runs.append(summarize(d))
-            except (ValueError, KeyError, OSError):
-                continue  # a run being written or damaged is not worth failing a listing for
-    return sorted(runs, key=lambda r: -(r.val_acc or -1.0))
+            except DigitrecError as exc:
+                runs.append(RunSummary(d, damaged=str(exc)))
+    return sorted(runs, key=lambda r: (bool(r.damaged), -(r.val_acc or -1.0)))
 
 
 def best_checkpoint(root: Path, dataset: str = "mnist") -> Path | None:
     """The best.safetensors of the run with the highest validation accuracy on ``dataset``."""
     for run in list_runs(root):
-        if run.dataset == dataset and (run.path / "best.safetensors").is_file():
+        if run.dataset == dataset and not run.damaged and (run.path / "best.safetensors").is_file():
             return run.path / "best.safetensors"
     return None

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import csv
 import io
-import json
 import platform
 import signal
 import sys
@@ -48,6 +47,7 @@ from digitrec.errors import CheckpointError, DigitrecError, Interrupted
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits, build_model, count_parameters, resolve_device
 from digitrec.recipes import TrainConfig
+from digitrec.runs import locked, read_config, remove_stale_temporaries, resolve_checkpoint
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
@@ -71,8 +71,6 @@ def init_checkpoint(cfg: TrainConfig, classes: list[str]) -> tuple[Path, dict[st
     Fine-tuning changes what a model has learned, not what it is: the checkpoint must
     hold the same architecture, trained on the same classes.
     """
-    from digitrec.runs import resolve_checkpoint
-
     path = resolve_checkpoint(cfg.init)
     meta = read_meta(path)
     if meta.get("model") != cfg.model:
@@ -226,7 +224,39 @@ def train(
 
     ``callback(model, epochs_done)`` runs after every batch (benchmarks measure the time
     to an accuracy with it); returning True stops the run as Ctrl-C does.
+
+    The run directory is this process's alone while it trains (a second one is refused),
+    and any kill leaves a run that ``resume`` finishes: the resumable state is written
+    before the first epoch and last in each, so the files of an epoch whose state was
+    not saved are written again, identically, by the resumed run.
     """
+    with locked(run_dir):
+        if not resume:
+            refuse_existing(run_dir)
+        elif not (run_dir / "state.safetensors").is_file():
+            log(f"{run_dir} has no resumable state yet (killed while starting): starting it over")
+            resume = False
+        removed = remove_stale_temporaries(run_dir)
+        if removed:
+            log(f"removed {len(removed)} half-written file(s) a killed run left")
+        return _train(cfg, data, run_dir, resume, stop, log, progress, callback)
+
+
+def refuse_existing(run_dir: Path) -> None:
+    if (run_dir / "config.json").exists():
+        raise DigitrecError(f"{run_dir} already holds a run; use --resume or another --out")
+
+
+def _train(
+    cfg: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    resume: bool,
+    stop: threading.Event | None,
+    log: Callable[[str], None],
+    progress: bool,
+    callback: Callable[[nn.Module, float], bool] | None,
+) -> TrainResult:
     stop = stop or threading.Event()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -286,9 +316,10 @@ def train(
         history, best_acc = st["history"], st["best_acc"]
         start_epoch, start_batch, sums = st["epoch"], st["batch"], st["sums"]
         perm = st["perm"].to(device)
-        config = {**json.loads((run_dir / "config.json").read_text()), "status": "running"}
-        if start_epoch >= cfg.epochs:
-            raise DigitrecError(f"{run_dir} already finished all {cfg.epochs} epochs")
+        config = read_config(run_dir)
+        if config.get("status") == "complete":
+            raise DigitrecError(f"{run_dir} already finished: nothing to resume")
+        config["status"] = "running"
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
 
     def save_state(epoch: int, batch: int) -> None:
@@ -315,8 +346,13 @@ def train(
     amp = use_bfloat16(cfg.precision, device)
     accs = [r["val_acc"] for r in history if r["val_acc"] is not None]
     epochs_since_best = len(accs) - 1 - accs.index(max(accs)) if accs else 0
+    if resume and (start_epoch >= cfg.epochs or 0 < cfg.early_stop <= epochs_since_best):
+        log("every epoch was done (killed while finishing): writing the run's last records")
+        start_epoch = cfg.epochs
     with stop_on_sigint(stop):
         write_json(run_dir / "config.json", config)
+        if not resume:
+            save_state(0, 0)  # from the first moment, a kill leaves a run that resumes
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if start_batch == 0:
