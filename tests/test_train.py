@@ -152,6 +152,10 @@ def test_resume_of_a_finished_run_says_so(mnist, tmp_path):
     train(cfg, mnist, tmp_path, progress=False, log=quiet)
     with pytest.raises(DigitrecError, match="already finished"):
         train(cfg, mnist, tmp_path, resume=True, progress=False, log=quiet)
+    # Without its state (deleted to save space), it is not taken for one killed at start.
+    (tmp_path / "state.safetensors").unlink()
+    with pytest.raises(DigitrecError, match="already finished"):
+        train(cfg, mnist, tmp_path, resume=True, progress=False, log=quiet)
 
 
 def test_early_stopping(mnist, tmp_path):

@@ -233,6 +233,8 @@ def train(
     with locked(run_dir):
         if not resume:
             refuse_existing(run_dir)
+        elif read_config(run_dir).get("status") == "complete":
+            raise DigitrecError(f"{run_dir} already finished: nothing to resume")
         elif not (run_dir / "state.safetensors").is_file():
             log(f"{run_dir} has no resumable state yet (killed while starting): starting it over")
             resume = False
@@ -316,10 +318,7 @@ def _train(
         history, best_acc = st["history"], st["best_acc"]
         start_epoch, start_batch, sums = st["epoch"], st["batch"], st["sums"]
         perm = st["perm"].to(device)
-        config = read_config(run_dir)
-        if config.get("status") == "complete":
-            raise DigitrecError(f"{run_dir} already finished: nothing to resume")
-        config["status"] = "running"
+        config = {**read_config(run_dir), "status": "running"}
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
 
     def save_state(epoch: int, batch: int) -> None:

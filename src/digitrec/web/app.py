@@ -122,6 +122,7 @@ class Coalescer:
             if time.monotonic() - self.answered < 1.0:
                 return True
             self.probe = asyncio.create_task(self.run(p, lambda: p.prepare([PROBE])))
+            self.probe.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen
         done, _ = await asyncio.wait({self.probe}, timeout=within)
         return bool(done) and not self.probe.cancelled() and self.probe.exception() is None
 
