@@ -57,8 +57,8 @@ IMAGE_SUFFIXES = tuple(s for f in FORMATS for s in f.suffixes)
 
 
 class PixelBudget:
-    """The pixels one request may still decode, over all its images: each image is under
-    the per-image limit, but 70 of them held a server worker for 54 s and 708 MB."""
+    """The pixels one request may still decode, over all its images: images each under
+    the per-image limit can still add up to a minute of a server worker's time."""
 
     def __init__(self, total: int) -> None:
         self.total = self.left = total

@@ -122,7 +122,8 @@ class Coalescer:
             if time.monotonic() - self.answered < 1.0:
                 return True
             self.probe = asyncio.create_task(self.run(p, lambda: p.prepare([PROBE])))
-            self.probe.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen
+            # Its outcome read, so asyncio never logs a failed probe as unretrieved.
+            self.probe.add_done_callback(lambda t: t.cancelled() or t.exception())
         done, _ = await asyncio.wait({self.probe}, timeout=within)
         return bool(done) and not self.probe.cancelled() and self.probe.exception() is None
 
