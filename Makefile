@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 LINT := src tests tools $(wildcard benchmarks)
 
-.PHONY: run gui train test lint default-model clean
+.PHONY: run gui train test test-fast lint default-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ train: $(STAMP)
 ## test: lint, then the whole test suite
 test: lint
 	$(BIN)/pytest
+
+## test-fast: lint, then the tests that neither train nor start the CLI, a server, a browser or a window (under a minute)
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT)

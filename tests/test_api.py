@@ -462,6 +462,7 @@ def test_nagle_is_off_on_connections_to_a_socket_bound_as_for_several_workers():
     assert asyncio.run(nodelay(NoDelayHTTP)) != 0
 
 
+@pytest.mark.slow
 def test_serve_with_no_workers_says_so():
     """`--workers 0` divided the cores among no processes: a ZeroDivisionError traceback."""
     r = run_cli("serve", "--workers", "0", timeout=60)
@@ -469,6 +470,7 @@ def test_serve_with_no_workers_says_so():
     assert "error: --workers 0: give 1 or more" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value, says", [("10M", "give a whole number"), ("0", "give 1 or more")])
 def test_a_bad_limit_in_the_environment_is_named(monkeypatch, value, says):
     """They were read with int(): `DIGITREC_MAX_PIXELS=10M` stopped the server with a
@@ -481,6 +483,7 @@ def test_a_bad_limit_in_the_environment_is_named(monkeypatch, value, says):
         create_app(Predictor.load(shipped_model_path()))
 
 
+@pytest.mark.slow
 def test_serve_on_a_port_in_use_says_so_before_printing_an_address():
     """uvicorn would print our "open http://..." line, then log the bind error and exit 3."""
     with socket.create_server(("127.0.0.1", 0)) as taken:

@@ -21,6 +21,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # trains, or runs the CLI, a server or a browser
+
 
 def ensure_chromium() -> None:
     if not Path(CHROMIUM).exists():

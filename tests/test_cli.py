@@ -9,12 +9,15 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from conftest import run_cli
 from digitrec.recipes import TrainConfig
 from digitrec.train import use_bfloat16
+
+pytestmark = pytest.mark.slow  # trains, or runs the CLI, a server or a browser
 
 
 def test_help_lists_every_command():

@@ -18,6 +18,8 @@ from digitrec.recipes import make_config
 from digitrec.runs import list_runs, locked
 from digitrec.train import train
 
+pytestmark = pytest.mark.slow  # trains, or runs the CLI, a server or a browser
+
 # A small real run (dropout and augmentation: every RNG state matters), as flags and as
 # the same config for the uninterrupted reference.
 SETTINGS = {"epochs": 2, "limit": 3000, "batch_size": 128, "augment": True, "device": "cpu",
@@ -66,7 +68,6 @@ def whole(mnist, tmp_path_factory):
 
 # The saves of a 2-epoch run, in order: config.json, state (before epoch 1), then per
 # epoch best, last, metrics.csv, curves.png, state; config.json last.
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, when, nth",
     [
@@ -98,7 +99,6 @@ def test_a_run_killed_at_any_save_resumes_to_the_uninterrupted_result(
     assert not [f.name for f in out.iterdir() if f.name.endswith(".tmp")]
 
 
-@pytest.mark.slow
 def test_stale_temporaries_of_every_writer_are_removed_on_resume(tmp_path):
     out = tmp_path / "run"
     r = killed_at("last.safetensors", "before", 1, *FLAGS, "--out", str(out))
@@ -128,7 +128,6 @@ def test_a_run_directory_in_use_is_refused_to_a_second_process(tmp_path):
         assert listed.status == "running"  # truly: its lock is held
 
 
-@pytest.mark.slow
 def test_two_trainings_started_together_into_one_directory(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "digitrec", "train", *FLAGS, "--out", str(out)]

@@ -48,6 +48,7 @@ def error_line(capsys, *args: str) -> str:
     return err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "value, kind",
     [(struct.pack("<f", float("nan")), "a NaN"), (b"\x01", "a quiet flip of one low byte")],

@@ -111,6 +111,7 @@ def test_offline_message_lists_files_mirrors_and_where_to_put_them(mirrors, tmp_
     assert str(tmp_path / "mnist") in msg and "DIGITREC_DATA_DIR" in msg
 
 
+@pytest.mark.slow
 def test_cli_download_from_a_mirror(mirrors, tmp_path):
     r = run_cli("data", "download", "--data-dir", str(tmp_path), "--mirror", mirrors["good"])
     assert r.returncode == 0, r.stderr
@@ -119,6 +120,7 @@ def test_cli_download_from_a_mirror(mirrors, tmp_path):
     assert r.returncode == 0 and "5421" in r.stdout  # the count of fives in the training set
 
 
+@pytest.mark.slow
 def test_cli_download_failure_is_one_clear_error(tmp_path):
     r = run_cli("data", "download", "--data-dir", str(tmp_path), "--mirror", closed_port_url())
     assert r.returncode == 2

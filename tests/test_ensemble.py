@@ -53,6 +53,7 @@ def test_split_seed_is_shared_by_runs_of_any_seed():
     assert TrainConfig.from_dict({"seed": 3, "split_seed": 0}).split_seed == 0
 
 
+@pytest.mark.slow
 def test_ensemble_run_is_scored_on_the_shared_split_and_used_everywhere(members, mnist, tmp_path):
     root, runs = members
     out = root / "ens"
@@ -89,6 +90,7 @@ def test_ensemble_run_is_scored_on_the_shared_split_and_used_everywhere(members,
     assert OnnxModel(onnx).meta["model"] == ENSEMBLE
 
 
+@pytest.mark.slow
 def test_members_on_different_splits_get_no_validation_score(members, mnist, tmp_path):
     _, runs = members
     other = small_run(mnist, tmp_path, 2, split_seed=7)
@@ -97,6 +99,7 @@ def test_members_on_different_splits_get_no_validation_score(members, mnist, tmp
     assert load_model(tmp_path / "mixed" / "best.safetensors")[1]["metrics"] == {}
 
 
+@pytest.mark.slow
 def test_members_trained_on_every_image_get_no_validation_score(mnist, tmp_path):
     runs = [small_run(mnist, tmp_path, seed, val_size=0) for seed in (0, 1)]
     r = make_ensemble(runs, tmp_path / "all")
@@ -105,6 +108,7 @@ def test_members_trained_on_every_image_get_no_validation_score(mnist, tmp_path)
     assert meta["metrics"] == {} and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_bad_members_are_refused(members, tmp_path):
     _, runs = members
     with pytest.raises(CheckpointError, match="at least two"):
@@ -116,6 +120,7 @@ def test_bad_members_are_refused(members, tmp_path):
         make_ensemble([runs[0], tmp_path / "missing.safetensors"], tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_cli_ensemble_then_evaluate(members, tmp_path):
     root, runs = members
     env = {"DIGITREC_RUNS_DIR": str(root)}
@@ -132,6 +137,7 @@ def test_cli_ensemble_then_evaluate(members, tmp_path):
     assert not [d for d in root.iterdir() if d.name.endswith("-ensemble")]  # none left behind
 
 
+@pytest.mark.slow
 def test_weight_average_of_a_model_and_its_fine_tuned_version(members, mnist, tmp_path):
     root, runs = members
     tuned = small_run(mnist, root, 5, init=str(runs[0]), augment=True, outline=0.3, lr=3e-4)
@@ -155,6 +161,7 @@ def test_weight_average_of_a_model_and_its_fine_tuned_version(members, mnist, tm
     assert all(torch.equal(first[k], a[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_weight_average_refuses_what_it_cannot_average(members, tmp_path):
     _, runs = members
     with pytest.raises(CheckpointError, match="one architecture, got fast, mlp"):
@@ -168,6 +175,7 @@ def test_weight_average_refuses_what_it_cannot_average(members, tmp_path):
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
+@pytest.mark.slow
 def test_cli_weight_average_with_the_shipped_model(mnist, tmp_path):
     """`default` names the shipped model; its run's settings come from default.json, so the
     average of it with itself is scored on the validation split and equals it."""

@@ -28,6 +28,7 @@ def test_confused_pairs_are_sorted_off_diagonal():
     ]
 
 
+@pytest.mark.slow
 def test_full_report_on_the_real_test_set(trained_run, mnist, tmp_path):
     model, meta = load_model(trained_run.run_dir / "best.safetensors")
     report = evaluate(model, meta, mnist, tmp_path, source="best")
@@ -52,6 +53,7 @@ def test_full_report_on_the_real_test_set(trained_run, mnist, tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_tta_report_scores_the_mean_of_the_views(trained_run, mnist, tmp_path):
     """Worked out view by view here, so the batched, view-major averaging is checked."""
     from digitrec.augment import tta_matrices, tta_views

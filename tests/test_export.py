@@ -49,6 +49,7 @@ def test_every_model_round_trips_through_onnx(tmp_path, name):
             assert torch.allclose(runtime(x), model(x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys, caplog):
     """The real thing on the trained run: the parity check on all 10,000 test images,
     and a static int8 model within 0.1 points of the float accuracy. onnxruntime's
@@ -69,6 +70,7 @@ def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys, caplog
         Predictor.load(out, backend="int8")
 
 
+@pytest.mark.slow
 def test_int8_keeps_another_seed_of_fast_within_a_tenth_of_a_point(mnist, tmp_path):
     """Seed 1 of the fast recipe lost 0.18 points when its first convolution was rounded
     to int8 too (the export refused it); in float it loses less than 0.1."""
@@ -117,6 +119,7 @@ def test_the_shipped_model_runs_on_onnx_runtime_by_default(mnist):
     assert (b.argmax(1) == mnist.test_labels[:500]).float().mean() >= 0.99
 
 
+@pytest.mark.slow
 def test_bad_input_gets_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="No checkpoint"):
         export(tmp_path / "missing.safetensors", check=False)

@@ -105,6 +105,7 @@ def test_switching_models_and_keeping_the_old_one_on_errors(session, tmp_path):
         assert s.predictor is kept
 
 
+@pytest.mark.slow
 def test_without_tkinter_the_command_says_how_to_install_it(tmp_path):
     blocker = tmp_path / "tkinter.py"
     blocker.write_text("raise ImportError('No module named _tkinter')\n")
@@ -117,6 +118,7 @@ def test_without_tkinter_the_command_says_how_to_install_it(tmp_path):
     assert "sudo apt install python3-tk" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_without_a_display_the_command_says_what_to_do():
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     r = subprocess.run(
@@ -207,6 +209,7 @@ def settled(app):
     return app.prediction
 
 
+@pytest.mark.slow
 def test_drawing_in_the_window_recognizes_real_digits(app, mnist, display):
     rng = np.random.default_rng(1)
     sample = rng.choice(len(mnist.test_images), 20, replace=False)
@@ -223,6 +226,7 @@ def test_drawing_in_the_window_recognizes_real_digits(app, mnist, display):
     screenshot(display, "gui-drawn.png", (0, 0, 820, 620))
 
 
+@pytest.mark.slow
 def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path, display):
     digit = mnist.test_images[0].numpy()
     draw_with_events(app, digit)
@@ -282,6 +286,7 @@ def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path, display):
     assert app.status.cget("text") == status
 
 
+@pytest.mark.slow
 def test_an_answer_to_a_drawing_cleared_since_is_not_shown(app, mnist):
     app.drawing = traced(mnist.test_images[0].numpy())
     app.predict_drawing()
@@ -292,6 +297,7 @@ def test_an_answer_to_a_drawing_cleared_since_is_not_shown(app, mnist):
     assert app.digit.cget("text") == "–"
 
 
+@pytest.mark.slow
 def test_digitrec_gui_in_a_real_window_with_xdotool(display, mnist, tmp_path):
     """`digitrec gui IMAGE` as a user starts it; the mouse is moved by xdotool."""
     env = {**os.environ, "DISPLAY": display}

@@ -161,6 +161,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
 def test_serve_ends_on_sigterm_with_a_request_stuck_and_leaves_no_process(tmp_path):
     """Graceful shutdown waited on a stuck request forever; now it is bounded, and no

@@ -26,6 +26,7 @@ def test_shipped_model_records_its_origin():
     assert record["tuned"]["settings"]["outline"] > 0 and record["base"]["settings"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_shipped_model_reaches_its_recorded_test_accuracy(mnist):
     model, meta = load_model(shipped_model_path())
     with torch.inference_mode():

@@ -47,6 +47,7 @@ def metrics(run):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, stop_at, extra",
     [
@@ -97,6 +98,7 @@ def test_weight_average_follows_its_formula():
             assert torch.equal(v, live.state_dict()[k]), k  # num_batches_tracked
 
 
+@pytest.mark.slow
 def test_with_ema_the_average_is_validated_and_saved(mnist, tmp_path):
     cfg = make_config(None, "fast", {**SMALL, "epochs": 1, "ema": 0.95})
     result = train(cfg, mnist, tmp_path, progress=False, log=quiet)
@@ -117,6 +119,7 @@ def test_with_ema_the_average_is_validated_and_saved(mnist, tmp_path):
         make_config(None, None, {"elastic": -0.1})
 
 
+@pytest.mark.slow
 def test_without_a_validation_split_every_image_trains_and_the_last_epoch_is_kept(mnist, tmp_path):
     """--val-size 0, the final fit once a recipe is chosen: nothing is held out or scored,
     and the run's checkpoint is its last epoch."""
@@ -147,6 +150,7 @@ def test_without_a_validation_split_every_image_trains_and_the_last_epoch_is_kep
             make_config(None, None, {"val_size": 0, **refused})
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so(mnist, tmp_path):
     cfg = make_config(None, "mlp", {**SMALL, "epochs": 1})
     train(cfg, mnist, tmp_path, progress=False, log=quiet)
@@ -158,6 +162,7 @@ def test_resume_of_a_finished_run_says_so(mnist, tmp_path):
         train(cfg, mnist, tmp_path, resume=True, progress=False, log=quiet)
 
 
+@pytest.mark.slow
 def test_early_stopping(mnist, tmp_path):
     cfg = make_config(
         None,
@@ -168,6 +173,7 @@ def test_early_stopping(mnist, tmp_path):
     assert len(result.history) == 3  # best at epoch 1, then two epochs without improvement
 
 
+@pytest.mark.slow
 def test_end_to_end_fast_recipe_reaches_98_5_percent(trained_run):
     """One epoch of the fast recipe on the real 55,000 training images."""
     run = trained_run.run_dir
@@ -202,6 +208,7 @@ def test_recipes_resolve_and_flags_override():
     assert set(RECIPES) >= {"mlp", "cnn", "cnn4", "fast", "mid", "best"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_trains_briefly_and_is_recorded(mnist, tmp_path, name):
     """Each recipe's settings go through the loop as given (optimizer, schedule, EMA,
@@ -216,6 +223,7 @@ def test_every_recipe_trains_briefly_and_is_recorded(mnist, tmp_path, name):
     assert result.best_val_acc > 0.5  # 0.76 to 0.95 here; chance is 0.1
 
 
+@pytest.mark.slow
 def test_init_starts_from_a_checkpoint_and_records_it(mnist, tmp_path):
     first = make_config(None, "mlp", {**SMALL, "epochs": 1})
     before = train(first, mnist, tmp_path / "a", progress=False, log=quiet).best_val_acc
@@ -241,6 +249,7 @@ def test_init_refuses_another_architecture_or_a_missing_checkpoint(mnist, tmp_pa
         train(cfg, mnist, tmp_path / "y", progress=False, log=quiet)
 
 
+@pytest.mark.slow
 def test_sigint_handler_only_in_the_main_thread(mnist, tmp_path):
     """Training from a worker thread (as a GUI would) must not touch signal handlers."""
     cfg = make_config(None, "mlp", {**SMALL, "epochs": 1, "limit": 500})
@@ -258,6 +267,7 @@ def test_sigint_handler_only_in_the_main_thread(mnist, tmp_path):
     assert errors == []
 
 
+@pytest.mark.slow
 def test_bfloat16_autocast_is_chosen_recorded_and_trains(mnist, tmp_path):
     cpu = torch.device("cpu")
     assert use_bfloat16("bf16", cpu) and not use_bfloat16("fp32", cpu)
