@@ -28,8 +28,9 @@ from digitrec import preprocess as pp
 from digitrec.checkpoint import load_model
 from digitrec.data import load_dataset
 from digitrec.export import OnnxModel, export
-from digitrec.predictor import Predictor, inference_module, shipped_model_path
+from digitrec.predictor import Predictor, inference_module
 from digitrec.recipes import make_config
+from digitrec.runs import shipped_model_path
 from digitrec.train import train
 from variants import decoded_at, page_png, phone_photo
 

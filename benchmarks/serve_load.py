@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 
 from digitrec.data import load_dataset
-from digitrec.predictor import shipped_model_path
+from digitrec.runs import shipped_model_path
 from variants import page_png
 
 CONSTANT_APP = textwrap.dedent(

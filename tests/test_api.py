@@ -20,8 +20,9 @@ from PIL import Image
 from conftest import run_cli
 from digitrec.checkpoint import read_meta
 from digitrec.errors import DigitrecError, ImageError
-from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.predictor import Predictor
 from digitrec.preprocess import FORMAT_NAMES, FORMATS
+from digitrec.runs import shipped_model_path
 from digitrec.web.app import Limits, create_app
 
 SHIPPED = read_meta(shipped_model_path())

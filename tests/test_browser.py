@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitrec.predictor import shipped_model_path
+from digitrec.runs import shipped_model_path
 from strokes import ink_runs
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,8 +17,8 @@ from digitrec.checkpoint import read_meta
 from digitrec.cli import main
 from digitrec.errors import CheckpointError
 from digitrec.export import OnnxModel
-from digitrec.predictor import Predictor, resolve_model_path, shipped_model_path
-from digitrec.runs import list_runs
+from digitrec.predictor import Predictor
+from digitrec.runs import list_runs, resolve_model_path, shipped_model_path
 
 SHIPPED = shipped_model_path()
 

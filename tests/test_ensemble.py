@@ -15,9 +15,9 @@ from digitrec.ensemble import make_ensemble
 from digitrec.errors import CheckpointError
 from digitrec.export import OnnxModel, export
 from digitrec.models import Ensemble, build_model
-from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.predictor import Predictor
 from digitrec.recipes import TrainConfig, make_config
-from digitrec.runs import list_runs
+from digitrec.runs import list_runs, shipped_model_path
 from digitrec.train import train
 
 

@@ -14,8 +14,9 @@ from digitrec.checkpoint import save_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, export, onnx_path_for
 from digitrec.models import build_model
-from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.predictor import Predictor
 from digitrec.recipes import make_config
+from digitrec.runs import shipped_model_path
 from digitrec.train import train
 
 META = {"model": "fast", "classes": [str(i) for i in range(10)], "metrics": {"val_acc": 0.5}}

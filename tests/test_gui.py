@@ -19,7 +19,8 @@ from digitrec.checkpoint import save_model
 from digitrec.errors import CheckpointError
 from digitrec.gui import BRUSH, Drawing, Session, describe, title_for
 from digitrec.models import build_model
-from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.predictor import Predictor
+from digitrec.runs import shipped_model_path
 from strokes import ink_runs
 
 ROOT = Path(__file__).resolve().parents[1]

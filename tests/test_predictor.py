@@ -7,12 +7,8 @@ import torch
 
 from digitrec.errors import CheckpointError, ImageError
 from digitrec.models import MODELS, build_model
-from digitrec.predictor import (
-    Predictor,
-    inference_module,
-    resolve_model_path,
-    shipped_model_path,
-)
+from digitrec.predictor import Predictor, inference_module
+from digitrec.runs import resolve_model_path, shipped_model_path
 
 
 @pytest.fixture(scope="module")

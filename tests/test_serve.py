@@ -22,7 +22,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.predictor import Predictor
+from digitrec.runs import shipped_model_path
 from digitrec.web.app import SHUTDOWN_SECONDS, NoDelayHTTP, create_app
 
 

@@ -7,7 +7,8 @@ import torch
 
 from digitrec.checkpoint import load_model, read_meta
 from digitrec.data import to_float
-from digitrec.predictor import Predictor, shipped_model_path
+from digitrec.predictor import Predictor
+from digitrec.runs import shipped_model_path
 
 
 def test_shipped_model_records_its_origin():

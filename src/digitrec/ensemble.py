@@ -37,10 +37,9 @@ from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError
 from digitrec.files import write_json
 from digitrec.models import Ensemble, batched_logits, count_parameters
-from digitrec.predictor import shipped_model_path
 from digitrec.recipes import TrainConfig
 from digitrec.records import Required
-from digitrec.runs import RUN_RECORD, read_config, read_json, resolve_checkpoint
+from digitrec.runs import RUN_RECORD, read_config, read_json, resolve_checkpoint, shipped_model_path
 from digitrec.train import write_metrics
 
 

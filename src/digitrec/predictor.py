@@ -13,7 +13,6 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,8 @@ from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
 from digitrec.models import resolve_device
 from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
-from digitrec.runs import best_checkpoint, resolve_run, runs_root
+from digitrec.runs import resolve_model_path
 
-MODEL_ENV = "DIGITREC_MODEL"
 BACKENDS = ("auto", "torch", "onnx", "int8")
 UNCERTAIN_BELOW = 0.6
 # Images (or test-time views) per model call. Larger batches gain little per image (the
@@ -41,34 +39,6 @@ MAX_BATCH = 1024
 def _chunks(x: Any, step: int) -> list[Any]:
     """``x`` (a tensor or an array) cut into batches of at most ``step`` images."""
     return [x[i : i + step] for i in range(0, len(x), step)]
-
-
-def shipped_model_path() -> Path:
-    return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
-
-
-def resolve_model_path(
-    model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
-) -> tuple[Path, str]:
-    """The checkpoint to use and where it came from (for status lines and /api/model)."""
-    for value, source in ((model_path, "--model-path"), (os.environ.get(MODEL_ENV), MODEL_ENV)):
-        if value:
-            p = Path(value)
-            if p.is_dir():  # a run directory
-                p = resolve_run(p) / "best.safetensors"
-            if not p.is_file():
-                raise CheckpointError(f"{source}: no checkpoint at {p}")
-            return p, source
-    best = best_checkpoint(runs_root(runs_dir))
-    if best is not None:
-        return best, f"best run ({best.parent.name})"
-    shipped = shipped_model_path()
-    if shipped.is_file():
-        return shipped, "shipped default"
-    raise CheckpointError(
-        "No model found: no --model-path, no $DIGITREC_MODEL, no run under "
-        f"{runs_root(runs_dir)}, and no shipped default. Train one with `digitrec train`."
-    )
 
 
 def inference_module(model: nn.Module) -> nn.Module:

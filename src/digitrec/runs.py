@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -29,6 +30,7 @@ except ImportError:  # Windows: runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
 RUNS_DIR_ENV = "DIGITREC_RUNS_DIR"
+MODEL_ENV = "DIGITREC_MODEL"
 SHIPPED = "default"  # names the model shipped in the package where a run or checkpoint goes
 LOCK = ".lock"
 
@@ -99,8 +101,6 @@ def resolve_checkpoint(arg: str | os.PathLike[str], root: Path | None = None) ->
     if p.is_file():
         return p
     if str(arg) == SHIPPED and not (root or runs_root()).joinpath(SHIPPED).is_dir():
-        from digitrec.predictor import shipped_model_path
-
         return shipped_model_path()
     if p.is_dir() or not p.suffix:
         return resolve_run(p, root) / "best.safetensors"
@@ -239,3 +239,31 @@ def best_checkpoint(root: Path, dataset: str = "mnist") -> Path | None:
         if run.dataset == dataset and not run.damaged and (run.path / "best.safetensors").is_file():
             return run.path / "best.safetensors"
     return None
+
+
+def shipped_model_path() -> Path:
+    return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
+
+
+def resolve_model_path(
+    model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
+) -> tuple[Path, str]:
+    """The checkpoint to use and where it came from (for status lines and /api/model)."""
+    for value, source in ((model_path, "--model-path"), (os.environ.get(MODEL_ENV), MODEL_ENV)):
+        if value:
+            p = Path(value)
+            if p.is_dir():  # a run directory
+                p = resolve_run(p) / "best.safetensors"
+            if not p.is_file():
+                raise CheckpointError(f"{source}: no checkpoint at {p}")
+            return p, source
+    best = best_checkpoint(runs_root(runs_dir))
+    if best is not None:
+        return best, f"best run ({best.parent.name})"
+    shipped = shipped_model_path()
+    if shipped.is_file():
+        return shipped, "shipped default"
+    raise CheckpointError(
+        "No model found: no --model-path, no $DIGITREC_MODEL, no run under "
+        f"{runs_root(runs_dir)}, and no shipped default. Train one with `digitrec train`."
+    )

@@ -42,6 +42,7 @@ import digitrec
 from digitrec.errors import DigitrecError, ImageError, ImageTooLarge
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import MAX_PIXELS, PixelBudget, Preprocessed
+from digitrec.runs import resolve_model_path
 from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, request_body
 
 STATIC = resources.files("digitrec.web") / "static"
@@ -528,8 +529,6 @@ def serve(
     """`digitrec serve`: resolve the model here (so a bad path fails before the server
     starts), then run uvicorn; several workers each load it once."""
     import uvicorn
-
-    from digitrec.predictor import resolve_model_path
 
     if workers < 1:
         raise DigitrecError(f"--workers {workers}: give 1 or more (one per core serves most)")
