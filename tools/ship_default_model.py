@@ -30,7 +30,7 @@ from pathlib import Path
 
 from digitrec.checkpoint import copy_with_meta, read_meta
 from digitrec.files import write_json
-from digitrec.runs import resolve_checkpoint
+from digitrec.runs import read_config, resolve_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "digitrec" / "assets"
 RECORD = ASSETS / "default.json"
@@ -78,10 +78,9 @@ def main() -> None:
             if meta.get("members"):  # its command would be recorded for other weights
                 raise SystemExit(f"{base} is an average of models, not a first step: see --help")
             # Its run's config.json, or (a bare checkpoint) the record of the shipped base.
-            beside = base.parent / "config.json"
             shipped = json.loads(RECORD.read_text()).get("base", {})
-            if beside.is_file():
-                base_config = json.loads(beside.read_text())
+            if (base.parent / "config.json").is_file():
+                base_config = read_config(base.parent)
             elif meta.get("run") == shipped.get("run"):
                 base_config = shipped
             else:
@@ -92,7 +91,7 @@ def main() -> None:
         else:
             digitrec(*BASE, "--out", str(work / "base"), "--no-progress")
             base, base_command = work / "base" / "best.safetensors", command(BASE)
-            base_config = json.loads((work / "base" / "config.json").read_text())
+            base_config = read_config(work / "base")
         where = {"base": str(base), "tuned": str(work / "tuned")}
 
         def at(words: list[str]) -> list[str]:  # step names -> their files in the work dir
@@ -120,9 +119,9 @@ def main() -> None:
                 "steps": steps,
                 "validation": meta["metrics"],
                 "test": {k: report[k] for k in ("accuracy", "errors", "loss", "ece")},
-                "config": json.loads((run / "config.json").read_text()),
+                "config": read_config(run),
                 "base": base_config,
-                "tuned": json.loads((work / "tuned" / "config.json").read_text()),
+                "tuned": read_config(work / "tuned"),
             },
         )
     print(f"shipped {ASSETS / 'default.safetensors'}: test accuracy {report['accuracy']:.4f}")

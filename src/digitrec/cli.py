@@ -308,7 +308,7 @@ def cmd_train(args) -> int:
     from digitrec import data, runs
     from digitrec.models import resolve_device
     from digitrec.recipes import TrainConfig, make_config
-    from digitrec.train import init_checkpoint, refuse_existing, train, use_bfloat16
+    from digitrec.train import init_checkpoint, train, use_bfloat16
 
     if args.resume:
         run_dir = runs.resolve_run(args.resume, runs.runs_root(args.runs_dir))
@@ -330,7 +330,7 @@ def cmd_train(args) -> int:
         data.split_indices(len(ds.train_images), cfg.val_size, cfg.split_seed)
         if args.out:
             run_dir = Path(args.out)
-            refuse_existing(run_dir)  # at once; train() checks again under the run's lock
+            runs.refuse_existing(run_dir)  # at once; train() checks again under the lock
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             run_dir = runs.new_run_dir(runs.runs_root(args.runs_dir), cfg.model)
@@ -357,8 +357,7 @@ def cmd_ensemble(args) -> int:
     root = runs.runs_root(args.runs_dir)
     if args.out:
         run_dir = Path(args.out)
-        if (run_dir / "config.json").exists():
-            raise DigitrecError(f"{run_dir} already holds a run; choose another --out")
+        runs.refuse_existing(run_dir, "choose another --out")
     else:
         run_dir = runs.new_run_dir(root, "average" if args.average else "ensemble")
     try:

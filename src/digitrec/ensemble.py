@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,19 @@ import torch.nn.functional as F
 from digitrec.checkpoint import ENSEMBLE, load_model, save_model
 from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError
-from digitrec.files import write_json
 from digitrec.models import Ensemble, batched_logits, count_parameters
 from digitrec.recipes import TrainConfig
 from digitrec.records import Required
-from digitrec.runs import RUN_RECORD, read_config, read_json, resolve_checkpoint, shipped_model_path
-from digitrec.train import write_metrics
+from digitrec.runs import (
+    RUN_RECORD,
+    now,
+    read_config,
+    read_json,
+    resolve_checkpoint,
+    shipped_model_path,
+    write_config,
+    write_metrics,
+)
 
 
 @dataclass
@@ -181,7 +187,7 @@ def make_ensemble(
     ]
     seconds = sum(m.train_seconds for m in members)
     row = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds}
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    created = now()
     meta = {
         "model": first["model"] if average else ENSEMBLE,
         "members": records,
@@ -193,15 +199,15 @@ def make_ensemble(
         "run": run_dir.name,
         "recipe": "average" if average else ENSEMBLE,
         "metrics": row if val_acc is not None else {},
-        "created": now,
+        "created": created,
     }
     save_model(run_dir / "best.safetensors", model, meta)
     settings = members[0].settings
-    write_json(
-        run_dir / "config.json",
+    write_config(
+        run_dir,
         {
             "run": run_dir.name,
-            "created": now,
+            "created": created,
             "command": " ".join(["digitrec", *sys.argv[1:]]) if sys.argv else "",
             "settings": {
                 "model": meta["model"],
@@ -217,5 +223,5 @@ def make_ensemble(
             "note": note,
         },
     )
-    write_metrics(run_dir / "metrics.csv", [row] if val_acc is not None else [])
+    write_metrics(run_dir, [row] if val_acc is not None else [])
     return EnsembleResult(run_dir, val_acc, accs, note)

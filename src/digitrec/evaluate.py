@@ -27,6 +27,7 @@ from digitrec.augment import tta_matrices, tta_probabilities
 from digitrec.data import Dataset, to_float
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits
+from digitrec.runs import now
 
 
 def calibration(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> tuple[float, list]:
@@ -114,7 +115,7 @@ def evaluate(
         "ece": ece,
         "calibration_bins": bins,
         "inference_seconds": seconds,
-        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "evaluated": now(),
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from digitrec.checkpoint import RECORD, load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.files import atomic_path
 from digitrec.records import check
-from digitrec.runs import resolve_checkpoint
+from digitrec.runs import now, resolve_checkpoint
 
 META_KEY = "digitrec"
 CONTENT_KEY = "content_sha256"  # of the file less its metadata, where this is kept
@@ -237,7 +236,7 @@ def export(
     }  # fmt: skip
     record.update(
         checkpoint=ckpt.name, checkpoint_sha256=sha256(ckpt), precision="float32",
-        exported=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        exported=now(),
         params=sum(p.numel() for p in model.parameters()),
     )  # fmt: skip
     if quantize not in (None, "int8"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from digitrec.errors import CheckpointError, DigitrecError
+from digitrec.files import write_json, write_text
 from digitrec.recipes import TrainConfig
 from digitrec.records import Number, Required, check
 
@@ -33,6 +35,7 @@ RUNS_DIR_ENV = "DIGITREC_RUNS_DIR"
 MODEL_ENV = "DIGITREC_MODEL"
 SHIPPED = "default"  # names the model shipped in the package where a run or checkpoint goes
 LOCK = ".lock"
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 _TYPES = {str: str, int: int, float: Number, bool: bool}
 # A run's config.json, as far as digitrec reads it back. Every setting is optional (older
@@ -52,6 +55,11 @@ RUN_RECORD = {
     "run": str,
     "created": str,
 }
+
+
+def now() -> str:
+    """The timestamp every record digitrec writes carries (local time, with its offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def runs_root(flag: str | os.PathLike[str] | None = None) -> Path:
@@ -117,6 +125,25 @@ def read_json(path: Path, rule: Any) -> Any:
 
 def read_config(run: Path) -> dict[str, Any]:
     return read_json(run / "config.json", RUN_RECORD)
+
+
+def write_config(run: Path, config: dict[str, Any]) -> None:
+    write_json(run / "config.json", config)
+
+
+def refuse_existing(run: Path, hint: str = "use --resume or another --out") -> None:
+    if (run / "config.json").exists():
+        raise DigitrecError(f"{run} already holds a run; {hint}")
+
+
+def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.csv: one row an epoch, floats to 6 significant digits."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(run / "metrics.csv", buf.getvalue())
 
 
 @contextlib.contextmanager

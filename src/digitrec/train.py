@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
 import platform
 import signal
 import sys
@@ -44,12 +42,18 @@ from digitrec.checkpoint import (
 )
 from digitrec.data import Dataset, split_indices, to_float
 from digitrec.errors import CheckpointError, DigitrecError, Interrupted
-from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits, build_model, count_parameters, resolve_device
 from digitrec.recipes import TrainConfig
-from digitrec.runs import locked, read_config, remove_stale_temporaries, resolve_checkpoint
-
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+from digitrec.runs import (
+    locked,
+    now,
+    read_config,
+    refuse_existing,
+    remove_stale_temporaries,
+    resolve_checkpoint,
+    write_config,
+    write_metrics,
+)
 
 
 @dataclass
@@ -191,7 +195,7 @@ def run_config(cfg: TrainConfig, data: Dataset, run_dir: Path, params: int, devi
     """Everything needed to know how a run was made: settings, versions, data checksums."""
     return {
         "run": run_dir.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": now(),
         "command": " ".join(["digitrec", *sys.argv[1:]]) if sys.argv else "",
         "settings": cfg.to_dict(),
         "augment": augmentation(cfg).to_dict() if cfg.augment else None,
@@ -242,11 +246,6 @@ def train(
         if removed:
             log(f"removed {len(removed)} half-written file(s) a killed run left")
         return _train(cfg, data, run_dir, resume, stop, log, progress, callback)
-
-
-def refuse_existing(run_dir: Path) -> None:
-    if (run_dir / "config.json").exists():
-        raise DigitrecError(f"{run_dir} already holds a run; use --resume or another --out")
 
 
 def _train(
@@ -349,7 +348,7 @@ def _train(
         log("every epoch was done (killed while finishing): writing the run's last records")
         start_epoch = cfg.epochs
     with stop_on_sigint(stop):
-        write_json(run_dir / "config.json", config)
+        write_config(run_dir, config)
         if not resume:
             save_state(0, 0)  # from the first moment, a kill leaves a run that resumes
         for epoch in range(start_epoch, cfg.epochs):
@@ -397,7 +396,7 @@ def _train(
                     sums[3] += time.perf_counter() - t0
                     save_state(epoch, b + 1)
                     config["status"] = "interrupted"
-                    write_json(run_dir / "config.json", config)
+                    write_config(run_dir, config)
                     raise Interrupted(run_dir, epoch, b + 1)
             bar.close()
             seconds = sums[3] + time.perf_counter() - t0
@@ -430,7 +429,7 @@ def _train(
                 **meta,
                 "epoch": epoch + 1,
                 "metrics": row,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "created": now(),
             }
             if val_acc is None or val_acc > best_acc:  # without validation, every epoch
                 best_acc = best_acc if val_acc is None else val_acc
@@ -439,7 +438,7 @@ def _train(
             else:
                 epochs_since_best += 1
             save_model(run_dir / "last.safetensors", scored, epoch_meta)
-            write_metrics(run_dir / "metrics.csv", history)
+            write_metrics(run_dir, history)
             plots.training_curves(history, run_dir / "curves.png")
             save_state(epoch + 1, 0)
             if cfg.early_stop and epochs_since_best >= cfg.early_stop:
@@ -447,20 +446,11 @@ def _train(
                 break
             if stop.is_set() and epoch + 1 < cfg.epochs:  # asked during the last batch
                 config["status"] = "interrupted"
-                write_json(run_dir / "config.json", config)
+                write_config(run_dir, config)
                 raise Interrupted(run_dir, epoch + 1, 0)
 
     config["status"] = "complete"
     config["best_val_acc"] = best_acc if validated else None
     config["train_seconds"] = sum(r["seconds"] for r in history)
-    write_json(run_dir / "config.json", config)
+    write_config(run_dir, config)
     return TrainResult(run_dir, history, config["best_val_acc"], config["train_seconds"])
-
-
-def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(path, buf.getvalue())
