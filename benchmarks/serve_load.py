@@ -165,7 +165,7 @@ def main() -> None:
         ours = start([sys.executable, "-m", "digitrec", *serve], f"http://127.0.0.1:{p1}/healthz")
         # The same HTTP protocol as `digitrec serve` (Nagle off also with several workers).
         ref = start([sys.executable, "-m", "uvicorn", "constant_app:app", "--port", str(p2),
-                     "--workers", str(args.workers), "--http", "digitrec.web.app:NoDelayHTTP",
+                     "--workers", str(args.workers), "--http", "digitrec.web.server:NoDelayHTTP",
                      "--log-level", "warning"],
                     f"http://127.0.0.1:{p2}/docs", cwd=tmp)  # fmt: skip
         try:

@@ -23,7 +23,10 @@ from digitrec.errors import DigitrecError, ImageError
 from digitrec.predictor import Predictor
 from digitrec.preprocess import FORMAT_NAMES, FORMATS
 from digitrec.runs import shipped_model_path
-from digitrec.web.app import Limits, create_app
+from digitrec.web.app import create_app
+from digitrec.web.coalescer import Coalescer
+from digitrec.web.server import NoDelayHTTP
+from digitrec.web.settings import Limits
 
 SHIPPED = read_meta(shipped_model_path())
 
@@ -320,8 +323,6 @@ def test_preprocessing_runs_in_at_most_its_threads(predictor, digits, threads):
     fighting over the GIL in more threads; every request still gets its answer."""
     import asyncio
 
-    from digitrec.web.app import Coalescer
-
     running, peak, lock = [0], [0], threading.Lock()
 
     def prepare(data: bytes):
@@ -360,8 +361,6 @@ def test_waiting_requests_share_one_model_call(mnist):
     """The Coalescer: 30 requests arriving together get their own answers from a couple
     of batched model calls instead of 30."""
     import asyncio
-
-    from digitrec.web.app import Coalescer
 
     class Counting(Predictor):
         batches: ClassVar[list[int]] = []
@@ -430,8 +429,6 @@ def test_nagle_is_off_on_connections_to_a_socket_bound_as_for_several_workers():
     import uvicorn
     from fastapi import FastAPI
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
-
-    from digitrec.web.app import NoDelayHTTP
 
     app = FastAPI()
 

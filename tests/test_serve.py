@@ -24,7 +24,9 @@ from fastapi.testclient import TestClient
 
 from digitrec.predictor import Predictor
 from digitrec.runs import shipped_model_path
-from digitrec.web.app import SHUTDOWN_SECONDS, NoDelayHTTP, create_app
+from digitrec.web.app import create_app
+from digitrec.web.server import NoDelayHTTP
+from digitrec.web.settings import SHUTDOWN_SECONDS
 
 
 @pytest.fixture(scope="module")

@@ -236,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backend_arg(p: argparse.ArgumentParser) -> None:
+    from digitrec.predictor import BACKENDS
+
     p.add_argument(
-        "--backend", choices=["auto", "torch", "onnx", "int8"], default="auto",
+        "--backend", choices=BACKENDS, default="auto",
         help="inference on PyTorch or ONNX Runtime; auto: ONNX Runtime when the model has "
         "an up-to-date export beside it (digitrec export); int8: its int8 copy "
         "(digitrec export --quantize int8), fastest in batches",
@@ -564,7 +566,7 @@ def _predict_random(predictor, args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from digitrec.web.app import serve
+    from digitrec.web.server import serve
 
     serve(args.host, args.port, args.model_path, args.workers, args.backend)
     return 0
