@@ -30,14 +30,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from digitrec.augment import augment_batch
 from digitrec.checkpoint import load_model, save_model
 from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.models import batched_logits, build_model, resolve_device
 from digitrec.preprocess import preprocess
 from digitrec.recipes import make_config
 from digitrec.runs import resolve_checkpoint
-from digitrec.train import augmentation, make_optimizer, make_scheduler, use_bfloat16
+from digitrec.train import Stepper
 from variants import eroded, fine, thin
 
 KINDS = {"thin pen": thin, "fine pen": fine, "eroded strokes": eroded}
@@ -121,25 +120,17 @@ def main() -> None:
     bs = cfg.batch_size
     extra = round(bs * args.share / (1 - args.share))
     steps = (len(x) + bs - 1) // bs
-    opt = make_optimizer(cfg, model)
-    sched, _ = make_scheduler(cfg, opt, steps)  # one-cycle: stepped per batch
-    aug, gen = augmentation(cfg), torch.Generator().manual_seed(args.seed)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    amp = use_bfloat16(cfg.precision, device)
+    stepper = Stepper(cfg, model, steps, device)  # the recipe's step, as `digitrec train` runs it
     for epoch in range(cfg.epochs):
         model.train()
-        t0, perm = time.perf_counter(), torch.randperm(len(x), generator=gen)
+        t0, perm = time.perf_counter(), torch.randperm(len(x), generator=stepper.gen)
         for b in range(steps):
-            idx, more = perm[b * bs : (b + 1) * bs], torch.randint(len(xr), (extra,), generator=gen)
-            xb = augment_batch(torch.cat([x[idx], xr[more].to(device)]), aug, gen)
+            # Each batch: training digits plus a share of renders, augmented together.
+            idx = perm[b * bs : (b + 1) * bs]
+            more = torch.randint(len(xr), (extra,), generator=stepper.gen)
+            xb = torch.cat([x[idx], xr[more].to(device)])
             yb = torch.cat([y[idx], yr[more].to(device)])
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = criterion(model(xb).float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            stepper.step(xb, yb, epoch * steps + b)
         seconds = time.perf_counter() - t0
         print(f"epoch {epoch + 1}/{cfg.epochs} ({seconds:.0f} s): "
               f"{scores(model, xv, yv, *val_renders)}", flush=True)  # fmt: skip

@@ -19,14 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 import digitrec
@@ -248,6 +248,97 @@ def train(
         return _train(cfg, data, run_dir, resume, stop, log, progress, callback)
 
 
+@dataclass
+class Progress:
+    """Where a run stands, besides its weights and random states: what a resume restores."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_acc: float = -1.0
+    epoch: int = 0  # epochs done
+    batch: int = 0  # batches done in the epoch under way
+    perm: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    # This epoch's loss sum, correct answers, images seen and seconds so far.
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0, 0.0])
+
+    def epochs_since_best(self) -> int:
+        accs = [r["val_acc"] for r in self.history if r["val_acc"] is not None]
+        return len(accs) - 1 - accs.index(max(accs)) if accs else 0
+
+    def state(self) -> dict[str, Any]:
+        keys = ("history", "best_acc", "epoch", "batch", "perm", "sums")
+        return {k: getattr(self, k) for k in keys}
+
+    @classmethod
+    def restored(cls, st: dict[str, Any], device: torch.device) -> Progress:
+        return cls(st["history"], st["best_acc"], st["epoch"], st["batch"],
+                   st["perm"].to(device), st["sums"])  # fmt: skip
+
+
+class Stepper:
+    """A recipe's optimisation step: augmentation, bfloat16 autocast, loss, backward, the
+    optimizer and its per-batch schedule, the weight average. `train` runs it over the
+    training split; a benchmark that assembles its own batches runs the same step."""
+
+    def __init__(
+        self, cfg: TrainConfig, model: nn.Module, steps: int, device: torch.device
+    ) -> None:
+        self.cfg, self.model, self.device = cfg, model, device
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema else None
+        # What is validated, saved and handed to callbacks: the model, or its average.
+        self.scored = self.average.model if self.average is not None else model
+        self.opt = make_optimizer(cfg, model)
+        self.sched, self.per_batch = make_scheduler(cfg, self.opt, steps)
+        self.aug = augmentation(cfg) if cfg.augment else None
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.amp = use_bfloat16(cfg.precision, device)
+
+    def step(self, x: Tensor, y: Tensor, done: int) -> tuple[Tensor, Tensor]:
+        """One optimizer step on a batch; ``done``: the steps taken before it (the
+        average's warm-up). Returns the loss and the logits."""
+        if self.aug is not None:
+            x = augment_batch(x, self.aug, self.gen)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(x.contiguous(memory_format=torch.channels_last))
+            loss = self.criterion(out.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.per_batch:
+            self.sched.step()
+        if self.average is not None:
+            self.average.update(done)
+        return loss, out
+
+    def end_epoch(self, val_loss: float | None) -> None:
+        if self.sched is not None and not self.per_batch:
+            self.sched.step(val_loss) if self.cfg.schedule == "plateau" else self.sched.step()
+
+    def state(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {
+            "model": self.model.state_dict(),
+            "average": self.average.model.state_dict() if self.average is not None else None,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
+        }
+
+    def restore(self, st: dict[str, Any], where: str) -> None:
+        load_state(self.model, st["model"], where)
+        if self.average is not None:
+            load_state(self.average.model, st["average"], where)
+        self.opt.load_state_dict(st["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(st["scheduler"])
+        self.gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        if self.device.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"])
+
+
 def _train(
     cfg: TrainConfig,
     data: Dataset,
@@ -265,27 +356,9 @@ def _train(
     model = build_model(cfg.model, data.num_classes, spec.mean, spec.std)
     init = initial_weights(cfg, model, list(spec.classes)) if cfg.init and not resume else None
     model = model.to(device, memory_format=torch.channels_last)
-
-    # Data: the seeded split, as float tensors on the device, once.
-    train_idx, val_idx = split_indices(len(data.train_images), cfg.val_size, cfg.split_seed)
-    if cfg.limit:
-        train_idx = train_idx[: cfg.limit]
-    x_train = to_float(data.train_images[train_idx]).to(device)
-    y_train = data.train_labels[train_idx].to(device)
-    x_val, y_val = to_float(data.train_images[val_idx]), data.train_labels[val_idx]
-    # --val-size 0: a final fit on every training image once a recipe is chosen. Nothing
-    # is selected then: each epoch's weights are the run's best, the last ones its result.
-    validated = len(val_idx) > 0
-    n, bs = len(x_train), cfg.batch_size
-    steps = (n + bs - 1) // bs
-
-    # What is validated, saved and handed to the callback: the model, or its average.
-    average = WeightAverage(model, cfg.ema) if cfg.ema else None
-    scored = average.model if average is not None else model
-    opt = make_optimizer(cfg, model)
-    sched, per_batch = make_scheduler(cfg, opt, steps)
-    aug = augmentation(cfg) if cfg.augment else None
-    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
+    split = Split.of(cfg, data, device)
+    steps = (len(split.x_train) + cfg.batch_size - 1) // cfg.batch_size
+    stepper = Stepper(cfg, model, steps, device)
     meta = {
         "model": cfg.model,
         "dataset": spec.name,
@@ -296,161 +369,167 @@ def _train(
         "run": run_dir.name,
         "recipe": cfg.recipe,
     }
-
-    history: list[dict[str, float]] = []
-    best_acc, start_epoch, start_batch = -1.0, 0, 0
-    perm = torch.empty(0, dtype=torch.long)
-    sums = [0.0, 0.0, 0, 0.0]  # loss sum, correct, seen, seconds so far this epoch
+    state_path = run_dir / "state.safetensors"
+    at = Progress()
     config = {**run_config(cfg, data, run_dir, meta["params"], device), "init": init}
     if resume:
-        st = load_tree(run_dir / "state.safetensors")
-        load_state(model, st["model"], f"{run_dir}/state.safetensors")
-        if average is not None:
-            load_state(average.model, st["average"], f"{run_dir}/state.safetensors")
-        opt.load_state_dict(st["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(st["scheduler"])
-        gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        if device.type == "cuda" and st.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(st["cuda_rng"])
-        history, best_acc = st["history"], st["best_acc"]
-        start_epoch, start_batch, sums = st["epoch"], st["batch"], st["sums"]
-        perm = st["perm"].to(device)
+        st = load_tree(state_path)
+        stepper.restore(st, str(state_path))
+        at = Progress.restored(st, device)
         config = {**read_config(run_dir), "status": "running"}
-        log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
+        log(f"resuming {run_dir} at epoch {at.epoch + 1}, batch {at.batch}")
+        if at.epoch >= cfg.epochs or 0 < cfg.early_stop <= at.epochs_since_best():
+            log("every epoch was done (killed while finishing): writing the run's last records")
+            at.epoch = cfg.epochs
 
-    def save_state(epoch: int, batch: int) -> None:
-        save_tree(
-            run_dir / "state.safetensors",
-            {
-                "model": model.state_dict(),
-                "average": average.model.state_dict() if average is not None else None,
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "history": history,
-                "best_acc": best_acc,
-                "epoch": epoch,
-                "batch": batch,
-                "perm": perm,
-                "sums": sums,
-            },
-        )
+    def snapshot() -> None:
+        save_tree(state_path, {**stepper.state(), **at.state()})
 
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    amp = use_bfloat16(cfg.precision, device)
-    accs = [r["val_acc"] for r in history if r["val_acc"] is not None]
-    epochs_since_best = len(accs) - 1 - accs.index(max(accs)) if accs else 0
-    if resume and (start_epoch >= cfg.epochs or 0 < cfg.early_stop <= epochs_since_best):
-        log("every epoch was done (killed while finishing): writing the run's last records")
-        start_epoch = cfg.epochs
+    def interrupted() -> Interrupted:
+        config["status"] = "interrupted"
+        write_config(run_dir, config)
+        return Interrupted(run_dir, at.epoch, at.batch)
+
     with stop_on_sigint(stop):
         write_config(run_dir, config)
         if not resume:
-            save_state(0, 0)  # from the first moment, a kill leaves a run that resumes
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            if start_batch == 0:
-                perm, sums = torch.randperm(n, generator=gen).to(device), [0.0, 0.0, 0, 0.0]
-            t0 = time.perf_counter()
-            bar = tqdm(
-                range(start_batch, steps),
-                initial=start_batch,
-                total=steps,
-                leave=False,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                unit="batch",
-                mininterval=0.5,
-                disable=None if progress else True,  # None: only on a terminal
-            )
-            for b in bar:
-                idx = perm[b * bs : (b + 1) * bs]
-                x, y = x_train[idx], y_train[idx]
-                if aug is not None:
-                    x = augment_batch(x, aug, gen)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = model(x.contiguous(memory_format=torch.channels_last))
-                    loss = criterion(out.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if per_batch:
-                    sched.step()
-                if average is not None:
-                    average.update(epoch * steps + b)
-                sums[0] += loss.item() * len(y)
-                sums[1] += (out.argmax(1) == y).sum().item()
-                sums[2] += len(y)
-                if b % 20 == 0:
-                    bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.4f}")
-                if callback is not None:
-                    done = callback(scored, epoch + (b + 1) / steps)
-                    model.train()  # whatever the callback did with it
-                    if done:
-                        stop.set()
-                if stop.is_set() and b + 1 < steps:
-                    bar.close()
-                    sums[3] += time.perf_counter() - t0
-                    save_state(epoch, b + 1)
-                    config["status"] = "interrupted"
-                    write_config(run_dir, config)
-                    raise Interrupted(run_dir, epoch, b + 1)
-            bar.close()
-            seconds = sums[3] + time.perf_counter() - t0
-            start_batch = 0
-
-            val_loss = val_acc = None
-            if validated:
-                val_logits = batched_logits(scored, x_val)
-                val_loss = F.cross_entropy(val_logits, y_val).item()
-                val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": sums[0] / sums[2],
-                "train_acc": sums[1] / sums[2],
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": seconds,
-            }
-            history.append(row)
-            if sched is not None and not per_batch:
-                sched.step(val_loss) if cfg.schedule == "plateau" else sched.step()
-            val = f"val loss {val_loss:.4f} acc {val_acc:.4f}" if validated else "no validation"
-            log(
-                f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f}  {val}  lr {row['lr']:.2e}  {seconds:.1f}s"
-            )
-
-            epoch_meta = {
-                **meta,
-                "epoch": epoch + 1,
-                "metrics": row,
-                "created": now(),
-            }
-            if val_acc is None or val_acc > best_acc:  # without validation, every epoch
-                best_acc = best_acc if val_acc is None else val_acc
-                epochs_since_best = 0
-                save_model(run_dir / "best.safetensors", scored, epoch_meta)
-            else:
-                epochs_since_best += 1
-            save_model(run_dir / "last.safetensors", scored, epoch_meta)
-            write_metrics(run_dir, history)
-            plots.training_curves(history, run_dir / "curves.png")
-            save_state(epoch + 1, 0)
-            if cfg.early_stop and epochs_since_best >= cfg.early_stop:
+            snapshot()  # from the first moment, a kill leaves a run that resumes
+        for epoch in range(at.epoch, cfg.epochs):
+            if not run_epoch(stepper, at, split, stop, callback, progress):
+                snapshot()
+                raise interrupted()
+            record_epoch(stepper, at, split, run_dir, meta, log)
+            snapshot()  # last: a kill before it redoes this epoch, writing the same files
+            if cfg.early_stop and at.epochs_since_best() >= cfg.early_stop:
                 log(f"early stop: no better validation accuracy for {cfg.early_stop} epochs")
                 break
             if stop.is_set() and epoch + 1 < cfg.epochs:  # asked during the last batch
-                config["status"] = "interrupted"
-                write_config(run_dir, config)
-                raise Interrupted(run_dir, epoch + 1, 0)
+                raise interrupted()
 
     config["status"] = "complete"
-    config["best_val_acc"] = best_acc if validated else None
-    config["train_seconds"] = sum(r["seconds"] for r in history)
+    config["best_val_acc"] = at.best_acc if split.validated else None
+    config["train_seconds"] = sum(r["seconds"] for r in at.history)
     write_config(run_dir, config)
-    return TrainResult(run_dir, history, config["best_val_acc"], config["train_seconds"])
+    return TrainResult(run_dir, at.history, config["best_val_acc"], config["train_seconds"])
+
+
+@dataclass
+class Split:
+    """The seeded split, as float tensors: training on the device, validation beside."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+    @property
+    def validated(self) -> bool:
+        # --val-size 0: a final fit on every training image once a recipe is chosen. Nothing
+        # is selected then: each epoch's weights are the run's best, the last ones its result.
+        return len(self.y_val) > 0
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, data: Dataset, device: torch.device) -> Split:
+        train_idx, val_idx = split_indices(len(data.train_images), cfg.val_size, cfg.split_seed)
+        if cfg.limit:
+            train_idx = train_idx[: cfg.limit]
+        return cls(
+            to_float(data.train_images[train_idx]).to(device),
+            data.train_labels[train_idx].to(device),
+            to_float(data.train_images[val_idx]),
+            data.train_labels[val_idx],
+        )
+
+
+def run_epoch(
+    s: Stepper,
+    at: Progress,
+    split: Split,
+    stop: threading.Event,
+    callback: Callable[[nn.Module, float], bool] | None,
+    progress: bool,
+) -> bool:
+    """The batches left in epoch ``at.epoch``; False if asked to stop before its end
+    (``at`` then says where)."""
+    n, bs = len(split.x_train), s.cfg.batch_size
+    steps = (n + bs - 1) // bs
+    s.model.train()
+    if at.batch == 0:
+        at.perm, at.sums = torch.randperm(n, generator=s.gen).to(s.device), [0.0, 0.0, 0, 0.0]
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(at.batch, steps),
+        initial=at.batch,
+        total=steps,
+        leave=False,
+        desc=f"epoch {at.epoch + 1}/{s.cfg.epochs}",
+        unit="batch",
+        mininterval=0.5,
+        disable=None if progress else True,  # None: only on a terminal
+    )
+    for b in bar:
+        idx = at.perm[b * bs : (b + 1) * bs]
+        y = split.y_train[idx]
+        loss, out = s.step(split.x_train[idx], y, at.epoch * steps + b)
+        at.sums[0] += loss.item() * len(y)
+        at.sums[1] += (out.argmax(1) == y).sum().item()
+        at.sums[2] += len(y)
+        if b % 20 == 0:
+            bar.set_postfix(
+                loss=f"{at.sums[0] / at.sums[2]:.4f}", acc=f"{at.sums[1] / at.sums[2]:.4f}"
+            )
+        if callback is not None:
+            done = callback(s.scored, at.epoch + (b + 1) / steps)
+            s.model.train()  # whatever the callback did with it
+            if done:
+                stop.set()
+        if stop.is_set() and b + 1 < steps:
+            bar.close()
+            at.sums[3] += time.perf_counter() - t0
+            at.batch = b + 1
+            return False
+    bar.close()
+    at.sums[3] += time.perf_counter() - t0
+    at.batch = 0
+    return True
+
+
+def record_epoch(
+    s: Stepper,
+    at: Progress,
+    split: Split,
+    run_dir: Path,
+    meta: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Validate the epoch just trained, log it, and write its files: best (when validation
+    improved, or always without validation), last, metrics.csv, curves.png."""
+    val_loss = val_acc = None
+    if split.validated:
+        val_logits = batched_logits(s.scored, split.x_val)
+        val_loss = F.cross_entropy(val_logits, split.y_val).item()
+        val_acc = (val_logits.argmax(1) == split.y_val).float().mean().item()
+    row = {
+        "epoch": at.epoch + 1,
+        "train_loss": at.sums[0] / at.sums[2],
+        "train_acc": at.sums[1] / at.sums[2],
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": s.opt.param_groups[0]["lr"],
+        "seconds": at.sums[3],
+    }
+    at.history.append(row)
+    s.end_epoch(val_loss)
+    val = f"val loss {val_loss:.4f} acc {val_acc:.4f}" if split.validated else "no validation"
+    log(
+        f"epoch {at.epoch + 1:>3}/{s.cfg.epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.4f}  {val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+    )
+    epoch_meta = {**meta, "epoch": at.epoch + 1, "metrics": row, "created": now()}
+    if val_acc is None or val_acc > at.best_acc:  # without validation, every epoch
+        at.best_acc = at.best_acc if val_acc is None else val_acc
+        save_model(run_dir / "best.safetensors", s.scored, epoch_meta)
+    save_model(run_dir / "last.safetensors", s.scored, epoch_meta)
+    write_metrics(run_dir, at.history)
+    plots.training_curves(at.history, run_dir / "curves.png")
+    at.epoch += 1
