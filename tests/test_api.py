@@ -344,12 +344,23 @@ def test_preprocessing_runs_in_at_most_its_threads(predictor, digits, threads):
     assert peak[0] == threads
 
 
-def test_server_without_a_model_is_not_ready(tmp_path, monkeypatch):
+def test_a_server_whose_model_is_missing_does_not_start(tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITREC_MODEL", str(tmp_path / "missing.safetensors"))
     from digitrec.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="no checkpoint"), TestClient(create_app()):
         pass
+
+
+def test_before_its_model_is_loaded_the_server_says_so_with_503s(tmp_path, monkeypatch):
+    """Requests that arrive before start-up has loaded the model (TestClient outside a
+    `with` does not run the start-up)."""
+    c = TestClient(create_app(model_path=str(shipped_model_path())))
+    r = c.get("/readyz")
+    assert r.status_code == 503 and r.json() == {"ready": False, "reason": "loading the model"}
+    for r in (c.get("/api/model"), c.post("/api/predict", json={"pixels": [0] * 784})):
+        assert r.status_code == 503 and r.json() == {"detail": "the model is still loading"}
+    assert c.get("/healthz").status_code == 200
 
 
 def test_json_errors_are_json(client):

@@ -59,8 +59,9 @@ def test_ensemble_run_is_scored_on_the_shared_split_and_used_everywhere(members,
     out = root / "ens"
     r = make_ensemble(runs, out, root=root)
     assert len(r.member_val_accs) == 2 and all(0.8 < a < 1 for a in r.member_val_accs)
-    # On the same 5,000 held-out images, averaging two different models helps here.
-    assert r.val_acc is not None and r.val_acc >= min(r.member_val_accs)
+    # On the same 5,000 held-out images, averaging two different models helps here
+    # (84.5% and 88.0% alone, 89.3% together: seeded, so the same every run).
+    assert r.val_acc is not None and r.val_acc > max(r.member_val_accs)
 
     model, meta = load_model(out / "best.safetensors")
     assert isinstance(model, Ensemble) and meta["model"] == ENSEMBLE

@@ -13,7 +13,7 @@ from conftest import run_cli
 from digitrec.checkpoint import save_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, export, onnx_path_for
-from digitrec.models import build_model
+from digitrec.models import MODELS, build_model
 from digitrec.predictor import Predictor
 from digitrec.recipes import make_config
 from digitrec.runs import shipped_model_path
@@ -35,7 +35,7 @@ def checkpoint(tmp_path, name: str) -> tuple[torch.nn.Module, object]:
     return model, path
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn4", "fast", "best"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_round_trips_through_onnx(tmp_path, name):
     model, path = checkpoint(tmp_path, name)
     [scored] = export(path, check=False)
@@ -63,6 +63,7 @@ def test_export_with_parity_check_and_int8(trained_run, tmp_path, capsys, caplog
     assert f32.accuracy == pytest.approx(torch_row.accuracy, abs=1e-4)
     assert int8.path == tmp_path / "fast.int8.onnx" and int8.path.is_file()
     assert torch_row.accuracy - int8.accuracy <= 0.001
+    assert int8.agreement >= 0.995  # the same digit as PyTorch on nearly every test image
     assert int8.size < 0.5 * f32.size
     assert OnnxModel(int8.path).meta["precision"] == "int8"
     p = Predictor.load(int8.path)
@@ -79,6 +80,7 @@ def test_int8_keeps_another_seed_of_fast_within_a_tenth_of_a_point(mnist, tmp_pa
     train(cfg, mnist, tmp_path / "run", progress=False, log=lambda s: None)
     torch_row, _, int8 = export(tmp_path / "run", tmp_path / "fast.onnx", quantize="int8")
     assert int8.path.is_file() and torch_row.accuracy - int8.accuracy <= 0.001
+    assert int8.agreement >= 0.995
 
 
 def test_backend_selection(tmp_path, mnist):

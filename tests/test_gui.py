@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,14 @@ def test_what_the_window_says(session):
     d.begin((0.3, 0.3))
     d.extend((0.32, 0.33))  # a dot: something, but no clear digit
     pred = session.predict(d.render())
-    big, line = describe(pred)
-    if pred.uncertain:
-        assert line.startswith("not sure") and title_for(pred).endswith("(not sure)")
-    else:
-        assert line.endswith("sure") and big == pred.label
+    sure = replace(pred, uncertain=False, confidence=0.97)
+    unsure = replace(pred, uncertain=True, confidence=0.41)
+    assert (
+        describe(sure) == (pred.label, "97.0% sure")
+        and title_for(sure) == f"digitrec: {pred.label}"
+    )
+    assert describe(unsure) == (pred.label, "not sure: 41%")
+    assert title_for(unsure) == f"digitrec: {pred.label} (not sure)"
 
 
 def test_switching_models_and_keeping_the_old_one_on_errors(session, tmp_path):
