@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from digitrec.data import Dataset, load_dataset
+from digitrec.models import build_model
 from digitrec.recipes import make_config
 from digitrec.train import TrainResult, train
 
@@ -50,3 +56,40 @@ def run_cli(
         timeout=timeout,
         **kw,
     )
+
+
+def missing_system_package(what: str) -> None:
+    """Skip a test whose Debian package is not installed; under CI, where
+    tools/install-system-deps.sh has run, fail instead: a skip there would hide a
+    missing install step."""
+    message = f"{what} is not installed: run tools/install-system-deps.sh (as root)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a server the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    """An array or image as the bytes of an image file."""
+    buf = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def untrained_with_statistics(name: str, seed: int = 0) -> torch.nn.Module:
+    """A zoo model in eval mode whose batch norms hold non-trivial statistics, as after
+    training (so folding them, exporting them, is really tested)."""
+    torch.manual_seed(seed)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model

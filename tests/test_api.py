@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import run_cli
+from conftest import encode, run_cli
 from digitrec.checkpoint import read_meta
 from digitrec.errors import DigitrecError, ImageError
 from digitrec.predictor import Predictor
@@ -43,12 +43,6 @@ def client(predictor):
         yield c
 
 
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def digits(mnist):
     """Ten test digits drawn as dark ink on a white 280 px canvas, with their labels."""
@@ -56,7 +50,7 @@ def digits(mnist):
     for i in range(10):
         d = mnist.test_images[i].numpy()
         big = Image.fromarray(255 - d).resize((280, 280), Image.Resampling.BILINEAR)
-        out.append((png(np.asarray(big)), int(mnist.test_labels[i]), d))
+        out.append((encode(np.asarray(big)), int(mnist.test_labels[i]), d))
     return out
 
 
@@ -101,13 +95,13 @@ def test_batch(client, digits):
 
 
 def test_blank_canvas_is_no_digit(client):
-    r = client.post("/api/predict", content=png(np.full((280, 280), 255, np.uint8)),
+    r = client.post("/api/predict", content=encode(np.full((280, 280), 255, np.uint8)),
                     headers={"content-type": "image/png"})  # fmt: skip
     assert r.status_code == 200
     assert r.json()["blank"] is True and r.json()["digit"] is None
 
 
-TRUNCATED = png(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:200]
+TRUNCATED = encode(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:200]
 
 
 MULTIPART_BIG = [
@@ -175,12 +169,6 @@ def test_bad_requests_are_4xx_with_a_reason(client, kwargs, status, words):
     assert words in r.json()["detail"]
 
 
-def encoded(a: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, fmt)
-    return buf.getvalue()
-
-
 # Formats Pillow decodes but digitrec does not: each a real file of that format.
 OTHER_FORMATS = ["TGA", "PCX", "SGI", "PPM", "ICO", "JPEG2000", "XBM", "DDS", "IM", "QOI"]
 
@@ -200,9 +188,7 @@ def test_every_listed_format_is_read(client, digits, fmt):
     """MPO is the multi-picture JPEG some phone cameras write: opened as a JPEG."""
     data, label, _ = digits[0]
     rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    r = client.post(
-        "/api/predict", content=encoded(rgb, fmt), headers={"content-type": "image/png"}
-    )
+    r = client.post("/api/predict", content=encode(rgb, fmt), headers={"content-type": "image/png"})
     check(r, label)
 
 
@@ -210,7 +196,7 @@ def test_a_request_has_a_budget_of_decoded_pixels(predictor, digits):
     """Each image under the pixel limit, but together over the request's budget: 413
     before the image that crosses it is decoded (70 such images held a worker 54 s)."""
     app = create_app(predictor, limits=Limits(max_pixels=1_000_000, max_request_pixels=2_000_000))
-    big = encoded(np.full((1000, 900), 255, np.uint8), "PNG")  # 0.9 MP each
+    big = encode(np.full((1000, 900), 255, np.uint8), "PNG")  # 0.9 MP each
     with TestClient(app) as c:
         two = {"images": [{"image": base64.b64encode(big).decode()}] * 2}
         assert c.post("/api/predict/batch", json=two).status_code == 200
@@ -384,7 +370,7 @@ def test_waiting_requests_share_one_model_call(mnist):
             return super().predict_preprocessed(pre, tta)
 
     p = Counting.load(shipped_model_path())
-    pre = p.prepare([png(mnist.test_images[i].numpy()) for i in range(30)])
+    pre = p.prepare([encode(mnist.test_images[i].numpy()) for i in range(30)])
     alone = [q.digit for q in p.predict_preprocessed(pre)]
     p.batches.clear()
 
@@ -400,7 +386,7 @@ def test_waiting_requests_share_one_model_call(mnist):
     # goes alone, in one trip to the thread pool; those arriving meanwhile are batched.
     # The first call is held until the other 29 have preprocessed and queued, so how the
     # threads happen to be scheduled cannot split them (on a loaded machine it did).
-    pngs = [png(mnist.test_images[i].numpy()) for i in range(30)]
+    pngs = [encode(mnist.test_images[i].numpy()) for i in range(30)]
     p.batches.clear()
 
     async def through_run():

@@ -3,7 +3,6 @@ server started on a free port."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import free_port, missing_system_package
 from digitrec.runs import shipped_model_path
 from strokes import ink_runs
 
@@ -26,15 +26,7 @@ pytestmark = pytest.mark.slow  # trains, or runs the CLI, a server or a browser
 
 def ensure_chromium() -> None:
     if not Path(CHROMIUM).exists():
-        subprocess.run(["bash", str(ROOT / "tools" / "install-system-deps.sh")], check=False)
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed and could not be (needs root)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        missing_system_package("Debian's chromium")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import missing_system_package
 from digitrec import data
 from digitrec.errors import DataError
 
@@ -151,7 +152,7 @@ def test_unknown_dataset():
 def test_fashion_mnist_loads():
     spec = data.get_spec("fashion-mnist")
     if not any(data.find_file(spec, "test_labels", d) for d in [data.resolve_data_dir()]):
-        pytest.skip("Fashion-MNIST not installed (apt install dataset-fashion-mnist)")
+        missing_system_package("Fashion-MNIST (Debian: dataset-fashion-mnist)")
     ds = data.load_dataset("fashion-mnist", download_missing=False)
     assert ds.train_images.shape == (60000, 28, 28)
     assert ds.test_labels.bincount().tolist() == [1000] * 10

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import http.server
 import shutil
-import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import free_port, run_cli
 from digitrec import data
 from digitrec.errors import DataError
 
@@ -52,10 +51,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 def test_download_verifies_and_loads(mirrors, tmp_path, mnist):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, untrained_with_statistics
 from digitrec.checkpoint import save_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, export, onnx_path_for
@@ -23,13 +23,7 @@ META = {"model": "fast", "classes": [str(i) for i in range(10)], "metrics": {"va
 
 
 def checkpoint(tmp_path, name: str) -> tuple[torch.nn.Module, object]:
-    torch.manual_seed(0)
-    model = build_model(name).eval()
-    with torch.no_grad():  # non-trivial batch norm statistics, as after training
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
+    model = untrained_with_statistics(name)
     path = tmp_path / f"{name}.safetensors"
     save_model(path, model, {**META, "model": name})
     return model, path

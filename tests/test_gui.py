@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import missing_system_package
 from digitrec.checkpoint import save_model
 from digitrec.errors import CheckpointError
 from digitrec.gui import BRUSH, Drawing, Session, describe, title_for
@@ -139,9 +140,7 @@ def test_without_a_display_the_command_says_what_to_do():
 
 def ensure(*tools: str) -> None:
     if not all(shutil.which(t) for t in tools):
-        subprocess.run(["bash", str(ROOT / "tools" / "install-system-deps.sh")], check=False)
-    if not all(shutil.which(t) for t in tools):
-        pytest.skip(f"needs {', '.join(tools)} (Debian: xvfb xdotool x11-utils; needs root)")
+        missing_system_package(f"{', '.join(tools)} (Debian: xvfb xdotool x11-utils)")
 
 
 @pytest.fixture(scope="module")

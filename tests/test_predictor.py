@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import untrained_with_statistics
 from digitrec.errors import CheckpointError, ImageError
-from digitrec.models import MODELS, build_model
+from digitrec.models import MODELS
 from digitrec.predictor import Predictor, inference_module
 from digitrec.runs import resolve_model_path, shipped_model_path
 
@@ -137,13 +138,7 @@ def test_every_accepted_file_format(predictor, mnist, tmp_path, fmt):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_the_frozen_inference_model_gives_the_eager_models_answers(name):
-    torch.manual_seed(0)
-    model = build_model(name).eval()
-    with torch.no_grad():  # batch norm with non-trivial statistics, so folding is tested
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+    model = untrained_with_statistics(name)  # so batch norm folding is tested
     frozen = inference_module(model)
     assert frozen is not model  # compiled, not the eager fallback
     x = torch.rand(16, 1, 28, 28)

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from conftest import free_port
 from digitrec.predictor import Predictor
 from digitrec.runs import shipped_model_path
 from digitrec.web.app import create_app
@@ -169,9 +170,7 @@ def alive(pid: int) -> bool:
 def test_serve_ends_on_sigterm_with_a_request_stuck_and_leaves_no_process(tmp_path):
     """Graceful shutdown waited on a stuck request forever; now it is bounded, and no
     worker outlives the server."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "digitrec", "serve", "--port", str(port), "--workers", "2",
          "--model-path", str(shipped_model_path())],
