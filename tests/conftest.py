@@ -93,3 +93,12 @@ def untrained_with_statistics(name: str, seed: int = 0) -> torch.nn.Module:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     return model
+
+
+def assert_drawn(path: Path) -> None:
+    """A PNG that exists, opens, and shows something (not one flat colour)."""
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("L"), dtype=np.float32)
+    assert min(a.shape) >= 100 and a.std() > 5, (
+        f"{path}: blank or tiny ({a.shape}, std {a.std():.1f})"
+    )

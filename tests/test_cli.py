@@ -1,6 +1,7 @@
 """The command line as a user runs it: subprocesses, exit codes, and what they print."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import assert_drawn, run_cli
 from digitrec.recipes import TrainConfig
 from digitrec.train import use_bfloat16
 
@@ -65,7 +66,9 @@ def test_train_runs_evaluate(tmp_path):
     r = run_cli("evaluate", run.name, env=env)
     assert r.returncode == 0, r.stderr
     assert "mlp on mnist test: accuracy 0.8" in r.stdout  # 5,000 images, one epoch: ~89%
-    assert (run / "report.html").is_file()
+    assert "<img" in (run / "report.html").read_text()  # its figures, embedded
+    for figure in ("curves", "confusion", "reliability", "misclassified"):
+        assert_drawn(run / f"{figure}.png")
     r = run_cli("runs", env=env)
     test_acc = json.loads((run / "report.json").read_text())["accuracy"]
     assert f"{test_acc:.2%}" in r.stdout
@@ -257,3 +260,42 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path):
         assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, (args, r.stderr)
         assert says in r.stderr, (args, r.stderr)
     assert not (tmp_path / "runs").exists()  # a refused run leaves no directory behind
+
+
+def test_export_and_every_backend_from_the_command_line(trained_run, mnist, tmp_path):
+    """`digitrec export` (checked and not, int8, -o), then `predict --backend onnx|int8`
+    and `evaluate FILE.safetensors`, as a user chains them."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run)
+    r = run_cli("export", str(run), "--quantize", "int8")
+    assert r.returncode == 0, r.stderr
+    assert "onnx float32" in r.stdout and "onnx int8" in r.stdout and "100.00%" in r.stdout
+    assert (run / "best.onnx").is_file() and (run / "best.int8.onnx").is_file()
+    r = run_cli("export", str(run), "--no-check", "-o", str(tmp_path / "copy.onnx"))
+    assert r.returncode == 0 and (tmp_path / "copy.onnx").is_file(), r.stderr
+    digit = tmp_path / "digit.png"
+    Image.fromarray(255 - mnist.test_images[0].numpy()).save(digit)
+    label = str(int(mnist.test_labels[0]))
+    for backend, says in (("onnx", "onnx)"), ("int8", "onnx int8)"), ("torch", "torch)")):
+        r = run_cli("predict", str(digit), "--model-path", str(run), "--backend", backend)
+        assert r.returncode == 0 and says in r.stdout.splitlines()[0], (backend, r.stdout)
+        assert r.stdout.splitlines()[1].startswith(f"{digit}: {label}"), r.stdout
+    r = run_cli("predict", str(digit), "--model-path", str(tmp_path / "copy.onnx"))
+    assert r.returncode == 0 and f"{digit}: {label}" in r.stdout, r.stderr
+    r = run_cli("evaluate", str(run / "best.safetensors"))
+    assert r.returncode == 0 and "fast on mnist test: accuracy 0.9" in r.stdout, r.stderr
+    assert_drawn(run / "best-report" / "confusion.png")
+
+
+BENCHMARKS = sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", [*BENCHMARKS, "../tools/ship_default_model.py"])
+def test_every_benchmark_and_tool_explains_itself(script):
+    path = Path(__file__).parents[1] / "benchmarks" / script
+    r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+                       timeout=120, cwd=path.parent)  # fmt: skip
+    if script == "variants.py":  # a module of the others, not a command
+        assert r.returncode == 0 and not r.stderr
+        return
+    assert r.returncode == 0 and r.stdout.startswith("usage:"), (script, r.stderr)
