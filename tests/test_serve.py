@@ -26,6 +26,7 @@ from conftest import free_port
 from digitrec.predictor import Predictor
 from digitrec.runs import shipped_model_path
 from digitrec.web.app import create_app
+from digitrec.web.coalescer import PROBE
 from digitrec.web.server import NoDelayHTTP
 from digitrec.web.settings import SHUTDOWN_SECONDS
 
@@ -188,7 +189,14 @@ def test_serve_ends_on_sigterm_with_a_request_stuck_and_leaves_no_process(tmp_pa
         else:
             pytest.fail("server did not start")
         workers = children(proc.pid)
-        assert workers
+        assert len(workers) >= 2
+        for _ in range(4):  # answers from either worker
+            body = json.dumps({"pixels": PROBE.tolist()}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/predict", body, {"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as r:
+                assert json.loads(r.read())["digit"] == 1
         # An upload that stops after 10 of its 1,000 bytes: the request never ends.
         with socket.create_connection(("127.0.0.1", port)) as stalled:
             stalled.sendall(
