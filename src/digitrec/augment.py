@@ -31,9 +31,7 @@ class Augment:
     noise: float = 0.2  # fraction of images with Gaussian noise (std up to 0.08)
     specks: float = 0.1  # fraction of images with salt-and-pepper specks (up to 3% of pixels)
     erase: float = 0.2  # fraction of images with a random bar erased (occlusion, a gap in a stroke)
-    # Off by default: with them (and rotate=15) a 10-epoch `best` run lost 0.14 points of
-    # validation accuracy (99.44% against 99.58%), gaining on zigzag and spatter renders
-    # but losing on canny edges and clean digits. There for longer recipes to try.
+    # Off by default: they cost a 10-epoch `best` validation accuracy (docs/results.md#measured).
     elastic: float = 0.0  # fraction of images warped by a smooth random field (up to ~2 px)
     strays: float = 0.0  # fraction of images with a stray pen line across them
     outline: float = 0.0  # fraction of images reduced to the outline of their strokes
@@ -137,9 +135,8 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
 def max3x3(x: torch.Tensor) -> torch.Tensor:
     """Each pixel's 3x3 maximum: ``F.max_pool2d(x, 3, 1, 1)``, to the bit.
 
-    As two passes of shifted maxima, 20x faster than max_pool2d's stride-1 kernel on a
-    CPU (0.10 against 1.9 ms a batch of 256 in two threads), which made stroke width
-    the costliest augmentation: the whole of it takes half the time it did.
+    As two passes of shifted maxima: many times faster than max_pool2d's stride-1 kernel
+    on a CPU (docs/results.md#measured).
     """
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])

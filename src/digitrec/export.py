@@ -313,8 +313,7 @@ def _quantize(src: Path, dest: Path, calib: np.ndarray, record: dict[str, Any]) 
     """Static int8 (QDQ, per-channel weights), activations calibrated on training images.
 
     The first convolution stays in float: it has one input channel, so it costs little,
-    and rounding its output lost `fast` 0.16 and 0.44 points of validation accuracy (two
-    seeds; 0.08 and none with it kept in float).
+    and rounding its output cost `fast` most of its int8 loss (docs/results.md#measured).
     """
     import onnx
     from onnxruntime.quantization import (

@@ -84,8 +84,8 @@ def fast(num_classes: int) -> list[nn.Module]:
 
     Few channels at full resolution (the first convolution dominates the cost on a CPU),
     and each block pools right after its convolution, before batch norm and ReLU, so
-    those run on a quarter of the pixels (20-30% faster training than conv, BN, ReLU,
-    pool, for the same accuracy). A single linear layer on the 3x3 maps.
+    those run on a quarter of the pixels (faster, as accurate: docs/results.md#measured).
+    A single linear layer on the 3x3 maps.
     """
     return [
         *conv_pool_bn(1, 16),    # 28 -> 14
@@ -99,11 +99,9 @@ def fast(num_classes: int) -> list[nn.Module]:
 def mid(num_classes: int) -> list[nn.Module]:
     """Ours, for 99.5% in a minute of CPU: fast half as wide again, one more convolution.
 
-    ``fast`` levels off near 99.45% on validation (with test-time views) however long it
-    trains. The extra convolution sees the whole digit at 7x7 before the last pooling,
-    and lifts that ceiling: at 32-64-128 channels one augmented epoch reached 99.18% on
-    validation with it, 98.94% without. These narrower widths train an epoch in four
-    fifths of the time of those, and were as accurate, with less spread between seeds.
+    ``fast`` levels off below 99.5% on validation however long it trains; the extra
+    convolution sees the whole digit at 7x7 before the last pooling and lifts that
+    ceiling (docs/results.md#measured).
     """
     return [
         *conv_pool_bn(1, 24),    # 28 -> 14

@@ -30,9 +30,8 @@ from digitrec.runs import resolve_model_path
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
 UNCERTAIN_BELOW = 0.6
-# Images (or test-time views) per model call. Larger batches gain little per image (the
-# shipped int8 model: 0.45 ms at 1,024, 0.42 ms at 4,096) and memory grows with them
-# (0.8 against 2.1 GB of the process).
+# Images (or test-time views) per model call: larger ones gain little per image and cost
+# memory (docs/results.md#measured).
 MAX_BATCH = 1024
 
 
@@ -196,8 +195,7 @@ class Predictor:
 
     def _probabilities(self, x: np.ndarray, tta: bool) -> np.ndarray:
         """``probabilities`` of a numpy batch, as numpy. On ONNX Runtime without views it
-        never touches torch: the round trip through tensors and torch's softmax cost a
-        lone drawing 60-80 µs, of about 1 ms end to end."""
+        never touches torch: the round trip cost a lone drawing a tenth of its time."""
         if tta or not isinstance(self._run, OnnxModel):
             return self.probabilities(torch.from_numpy(x), tta=tta).numpy()
         with self._lock:

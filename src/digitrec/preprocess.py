@@ -434,8 +434,7 @@ def otsu(values: np.ndarray) -> float:
 
 
 # A fine pen's line breaks where strokes meet: pieces this close (a share of the image's
-# side) are one digit. On 1,000 validation renders, 0.045 / 0.06 / 0.08 took thin pens
-# from 96.9% to 98.0 / 98.3 / 98.3%, spatter 95.5% to 95.6% (0.09: 98.4%, spatter 94.2%).
+# side) are one digit. Chosen on validation renders (docs/results.md#measured).
 PEN_GAP = 0.06
 
 
@@ -592,10 +591,7 @@ def erase_band(ink: np.ndarray, mask: np.ndarray, bridges: np.ndarray, band: np.
 
 
 STROKE_SIDE = 80  # the resolution at which stroke width is adjusted (4x final)
-# ... and measured: half that, a quarter of the pixels. On 1,000 validation renders of each
-# of the 26 variants of benchmarks/robustness.py the accuracy is the same as measured at
-# 80 px, variant by variant, and drawings and photos take 12-20% less time (the measure,
-# its distance transform chief, was a quarter of the pipeline's time at 80 px).
+# ... and measured at half that: the same accuracy, less time (docs/results.md#measured).
 STROKE_MEASURE_SIDE = 40
 # Unless halving fades the strokes below the threshold (lines 1-2 px wide at 80 px): when
 # less than this share of the ink's area is left at 40 px, the width is measured at 80.
@@ -700,7 +696,6 @@ def place(digit: np.ndarray) -> np.ndarray:
 WORK_SIDE = 128  # larger inputs are area-averaged down first: 20x20 is the goal anyway
 # A large JPEG (a phone photo) is decoded at a reduced scale down to this longer side:
 # 8x the work size, so a digit 3% of the frame across still has 30 px for the second look.
-# A 12-megapixel photo, decoded at half scale, takes 44 ms against 77 (benchmarks/photos.py).
 DECODE_SIDE = 1024
 CLOSER_SIDE = 512  # a photo read blank at WORK_SIDE is looked at again at this size
 REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
@@ -846,9 +841,8 @@ def preprocess(
     ``robust=False`` is the textbook pipeline (invert, crop, fit, centre) and exists so
     the robustness benchmark can show what each robust step is worth.
     ``normalize_strokes`` thickens hairlines and thins blobs towards MNIST's pen width,
-    for digits drawn well above MNIST's size (at MNIST's size a "hairline" is noise:
-    thickening it cost 5 points on impulse noise); on validation renders it takes thin
-    pens from 95.0% to 96.75% and changes nothing else.
+    for digits drawn well above MNIST's size (at MNIST's size a "hairline" is noise);
+    see docs/results.md#measured.
     """
     img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE, budget=budget)
     first = _read(img, source_size, WORK_SIDE, robust, deskew_digit, normalize_strokes, refine)
@@ -942,7 +936,7 @@ def _read(
         if bridges is not None:
             result.steps.append("lines removed")
         mask = ink > t
-        # Validation renders: fine pens 95.75% -> 96.75%, spatter 89.0% -> 90.25%.
+        # Faint ink links the pieces of a broken stroke (docs/results.md#measured).
         strong = mask if bridges is None else mask | bridges
         mask = keep_digit(strong, strong | (ink > LINK_LEVEL * t)) & mask
         if mask.sum() < MIN_INK_PIXELS:

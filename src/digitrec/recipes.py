@@ -77,21 +77,17 @@ RECIPES: dict[str, TrainConfig] = {
         model="cnn", epochs=14, batch_size=64, lr=1.0, optimizer="adadelta", schedule="step"
     ),
     # Ours.
-    # One epoch: ~99% test accuracy in 2-10 s on 2 CPU cores (benchmarks/train_speed.py).
-    # Batch 256 beat 128 and 512 per second; a one-cycle peak of 0.02 beat 0.01 and 0.03.
+    # One epoch to ~99% in seconds on a CPU; batch and peak rate chosen (docs/results.md#measured).
     "fast": TrainConfig(
         model="fast", epochs=1, batch_size=256, lr=2e-2, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", label_smoothing=0.1,
     ),
-    # 99.5% in about a minute on 2 CPU cores (benchmarks/train_speed.py). On validation
-    # (seeds 0-2, with test-time views) 8 epochs gave 99.61%, 10 epochs 99.62%.
+    # 99.5% in about a minute on a CPU; 8 epochs chosen on validation (docs/results.md#measured).
     "mid": TrainConfig(
         model="mid", epochs=8, batch_size=256, lr=2e-2, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", augment=True, label_smoothing=0.1, ema=0.995,
     ),
-    # 16 epochs: about 11 minutes on 2 CPU cores with bfloat16 (24 in float32), within a
-    # 30-minute budget per seed. 40 epochs did no better on validation (seed 0: 99.60%,
-    # 99.64% with test-time views, against 99.62% and 99.70%).
+    # 16 epochs fit a 30-minute budget per seed; longer did no better (docs/results.md#measured).
     "best": TrainConfig(
         model="best", epochs=16, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
         schedule="onecycle", augment=True, label_smoothing=0.1, early_stop=0,

@@ -129,9 +129,8 @@ class WeightAverage:
     """An exponential moving average of a model's weights and batch-norm statistics.
 
     Mid-run, the last step's weights carry the noise of the last batches and their
-    average does not: on validation `best` reached 99.62% by epoch 6 of 16 with it,
-    epoch 13 without. A one-cycle schedule anneals that noise away by the end, where
-    the two measured level, so no recipe uses it; the 99.5% speed race does.
+    average does not; a one-cycle schedule anneals that noise away by the end, so only
+    the recipes judged mid-run use it (docs/results.md#measured).
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -154,9 +153,8 @@ class WeightAverage:
 def use_bfloat16(precision: str, device: torch.device) -> bool:
     """Whether to train in bfloat16 autocast: mixed precision that needs no loss scaling.
 
-    Worth it only where the hardware computes bfloat16 itself: `best` takes 45 ms a
-    step of 128 instead of 80 on an AVX512-BF16 CPU, while a CPU without it would
-    emulate the format and lose time.
+    Worth it only where the hardware computes bfloat16 itself; elsewhere the format is
+    emulated and loses time (docs/results.md#measured).
     """
     if precision != "auto":
         return precision == "bf16"

@@ -100,8 +100,7 @@ async def predict(
     started = time.perf_counter()
     items = await items_from(request, batch=False, limits=limits)
     [pred] = await predictions(items, p, limits, coalescer)
-    # Our dicts are JSON already: a Response skips FastAPI's jsonable_encoder, which
-    # walked every answer again (0.14 ms each, 35 ms for a batch of 256).
+    # Our dicts are JSON already: a Response skips FastAPI's jsonable_encoder's second walk.
     return JSONResponse(answer(pred, p, started))
 
 
