@@ -118,10 +118,10 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
         "--no-progress",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The first state is saved inside the Ctrl-C handler's reach, before the first batch.
     deadline = time.time() + 120
-    while not (out / "config.json").exists() and time.time() < deadline:
+    while not (out / "state.safetensors").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
