@@ -1,0 +1,347 @@
+"""The pipeline: the stages in order, the second looks (closer, on a sheet, around a small
+digit) and the record of what was done (``Preprocessed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import ceil, floor
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from digitrec.preprocess.cleanup import LINK_LEVEL, MIN_INK_PIXELS, keep_digit, remove_lines
+from digitrec.preprocess.decode import (
+    ImageLike,
+    PixelBudget,
+    decode,
+    drop_unused_channels,
+    eight_bit,
+    flatten,
+)
+from digitrec.preprocess.ink import (
+    BLANK_CONTRAST,
+    INK_THRESHOLD,
+    dark_ink,
+    dark_ink_local,
+    hue_distance,
+    ink_on_uneven,
+    uneven,
+)
+from digitrec.preprocess.ops import (
+    border_level,
+    border_pixels,
+    fit,
+    grow,
+    otsu,
+    quantiles,
+    shrink,
+)
+from digitrec.preprocess.place import deskew, place, recenter
+from digitrec.preprocess.sheet import edge_step, is_sheet, paper_beyond
+from digitrec.preprocess.strokes import (
+    FAINT_LEVEL,
+    STROKE_MIN_SOURCE,
+    STROKE_SIDE,
+    normalize_stroke,
+)
+
+
+@dataclass
+class Preprocessed:
+    """The model's input and what was done to get it, for front ends to show."""
+
+    image: np.ndarray  # (28, 28) float32 in [0, 1], light digit on black
+    blank: bool = False
+    inverted: bool = False
+    box: tuple[int, int, int, int] | None = None  # ink bounding box in the source (x0, y0, x1, y1)
+    scale: float = 1.0
+    source_size: tuple[int, int] = (0, 0)
+    steps: list[str] = field(default_factory=list)
+    # Read on a sheet of paper found lying on a darker ground: already a closer look at the
+    # photo, so a blank answer there is not looked at again (the steps say so for people).
+    on_sheet: bool = False
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "blank": self.blank,
+            "inverted": self.inverted,
+            "box": list(self.box) if self.box else None,
+            "scale": round(self.scale, 4),
+            "source_size": list(self.source_size),
+            "steps": self.steps,
+        }
+
+
+WORK_SIDE = 128  # larger inputs are area-averaged down first: 20x20 is the goal anyway
+
+
+# A large JPEG (a phone photo) is decoded at a reduced scale down to this longer side:
+# 8x the work size, so a digit 3% of the frame across still has 30 px for the second look.
+DECODE_SIDE = 1024
+
+
+CLOSER_SIDE = 512  # a photo read blank at WORK_SIDE is looked at again at this size
+
+
+REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
+
+
+def _refine(
+    full: Image.Image, first: Preprocessed, deskew_digit: bool, normalize_strokes: bool
+) -> Preprocessed | None:
+    """The pipeline again on the source cropped to the digit's box plus half its size
+    each way (enough background for polarity and lighting), mapped back to the source."""
+    fx, fy = _decoded_per_source(full, first)
+    sx0, sy0, sx1, sy1 = first.box  # type: ignore[misc]
+    x0, y0, x1, y1 = floor(sx0 * fx), floor(sy0 * fy), ceil(sx1 * fx), ceil(sy1 * fy)
+    m = max(x1 - x0, y1 - y0) // 2 + 2
+    box = (max(0, x0 - m), max(0, y0 - m), min(full.size[0], x1 + m), min(full.size[1], y1 + m))
+    again = preprocess(full.crop(box), deskew_digit=deskew_digit,
+                       normalize_strokes=normalize_strokes, refine=False)  # fmt: skip
+    if again.blank or again.box is None:
+        return None
+    note = f"refined on the source around the digit ({box[2] - box[0]}x{box[3] - box[1]} px)"
+    return _map_back(again, first, box[:2], (fx, fy), note)
+
+
+def _decoded_per_source(full: Image.Image, first: Preprocessed) -> tuple[float, float]:
+    """Decoded pixels per source pixel: below 1 when a large JPEG was decoded at reduced
+    scale."""
+    return full.size[0] / first.source_size[0], full.size[1] / first.source_size[1]
+
+
+def _map_back(
+    again: Preprocessed,
+    first: Preprocessed,
+    origin: tuple[int, int],
+    factors: tuple[float, float],
+    note: str,
+) -> Preprocessed:
+    """A second look's record in the first look's terms: its box (found in a crop of the
+    decoded image at ``origin``) in source coordinates, its scale per source pixel."""
+    (fx, fy), sw, sh = factors, *first.source_size
+    if again.box is not None:
+        bx0, by0, bx1, by1 = again.box
+        bx0, by0, bx1, by1 = bx0 + origin[0], by0 + origin[1], bx1 + origin[0], by1 + origin[1]
+        again.box = (min(floor(bx0 / fx), sw - 1), min(floor(by0 / fy), sh - 1),
+                     min(ceil(bx1 / fx), sw), min(ceil(by1 / fy), sh))  # fmt: skip
+    again.scale *= fx
+    again.source_size = first.source_size
+    again.steps = [*first.steps, note, *again.steps]
+    return again
+
+
+def _on_sheet(
+    full: Image.Image,
+    first: Preprocessed,
+    mask: np.ndarray,
+    deskew_digit: bool,
+    normalize_strokes: bool,
+) -> Preprocessed:
+    """The pipeline again on the sheet alone: the decoded image cropped to the sheet, the
+    desk in its corners (a sheet lies at an angle) painted over with the paper's colour."""
+    sheet = shrink(ndimage.binary_fill_holes(mask), max(1, round(0.02 * max(mask.shape))))
+    if not sheet.any():
+        return _blank(first)
+    rows, cols = np.flatnonzero(sheet.any(1)), np.flatnonzero(sheet.any(0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    fx, fy = _decoded_per_source(full, first)
+    kx = full.size[0] / mask.shape[1]  # decoded pixels per work pixel
+    ky = full.size[1] / mask.shape[0]
+    box = (floor(x0 * kx), floor(y0 * ky), min(ceil(x1 * kx), full.size[0]),
+           min(ceil(y1 * ky), full.size[1]))  # fmt: skip
+    crop = eight_bit(full.crop(box))  # a 16-bit scan scaled, not clipped white
+    crop = crop.convert("L" if crop.mode in ("L", "LA", "1") else "RGB")
+    on_paper = Image.fromarray(sheet[y0:y1, x0:x1].astype(np.uint8) * 255).resize(
+        crop.size, Image.Resampling.BILINEAR
+    )
+    again = preprocess(Image.composite(crop, paper_beyond(crop, on_paper), on_paper),
+                       deskew_digit=deskew_digit, normalize_strokes=normalize_strokes)  # fmt: skip
+    note = f"a sheet of paper on a darker ground: read on it ({crop.size[0]}x{crop.size[1]} px)"
+    again = _map_back(again, first, box[:2], (fx, fy), note)
+    again.on_sheet = True
+    return again
+
+
+def preprocess(
+    src: ImageLike,
+    robust: bool = True,
+    deskew_digit: bool = False,
+    max_pixels: int | None = None,
+    normalize_strokes: bool = True,
+    refine: bool = True,
+    budget: PixelBudget | None = None,
+) -> Preprocessed:
+    """Any image -> the 28x28 MNIST-like input and a record of what was done.
+
+    ``robust=False`` is the textbook pipeline (invert, crop, fit, centre) and exists so
+    the robustness benchmark can show what each robust step is worth.
+    ``normalize_strokes`` thickens hairlines and thins blobs towards MNIST's pen width,
+    for digits drawn well above MNIST's size (at MNIST's size a "hairline" is noise);
+    see docs/results.md#measured.
+    """
+    img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE, budget=budget)
+    first = _read(img, source_size, WORK_SIDE, robust, deskew_digit, normalize_strokes, refine)
+    if first.blank and robust and refine and max(img.size) > CLOSER_SIDE and not first.on_sheet:
+        # A digit a few percent of a photo's height is a few faint pixels at 128 px, too
+        # few to tell from the paper's grain: look again, at 512 px, before saying "no
+        # digit" (the digit found there is then refined on the photo itself).
+        closer = _read(img, source_size, CLOSER_SIDE, robust, deskew_digit, normalize_strokes,
+                       refine)  # fmt: skip
+        if not closer.blank:
+            at = int(closer.steps[0].startswith("decoded"))  # after "decoded at 1/2 scale"
+            closer.steps.insert(at, f"nothing at {WORK_SIDE} px: looked again at {CLOSER_SIDE} px")
+            return closer
+    return first
+
+
+def _read(
+    img: Image.Image,
+    source_size: tuple[int, int],
+    work_side: int,
+    robust: bool,
+    deskew_digit: bool,
+    normalize_strokes: bool,
+    refine: bool,
+) -> Preprocessed:
+    """The pipeline on a decoded image, worked on at ``work_side`` pixels at most."""
+    full = img
+    result = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
+    if img.size != source_size:
+        result.steps.append(f"decoded at 1/{round(source_size[0] / img.size[0])} scale")
+    img = eight_bit(img)
+    # Dropping channels first makes a canvas's resize cheaper; on a large photo, whose
+    # channels differ, the search for equal ones is better made on the 128 px result.
+    small_source = max(img.size) <= 4 * work_side
+    if small_source:
+        img = drop_unused_channels(img)
+    if max(img.size) > work_side:  # area-average in PIL's C code before any numpy work
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode not in ("L", "RGB", "RGBA", "LA"):
+            img = img.convert("RGB")
+        f = work_side / max(img.size)
+        size = (max(1, round(img.size[0] * f)), max(1, round(img.size[1] * f)))
+        img = img.resize(size, Image.Resampling.BOX)
+        result.steps.append(f"downscaled to {size[0]}x{size[1]}")
+    if not small_source:
+        img = drop_unused_channels(img)
+    gray, rgb = flatten(img)
+    rgb = rgb if robust else None
+    scale = gray.shape[1] / result.source_size[0]
+
+    if robust and uneven(gray):
+        # Lighting, shadow, fog or grey paper: the ink is measured against a local
+        # background estimate rather than one level for the whole image.
+        result.inverted = dark_ink_local(gray)
+        if refine and not result.inverted and scale <= 0.25:
+            # A sheet on a desk under a steep lamp: the lamp makes the desk's border
+            # uneven, and the background map, whose window is far narrower than the
+            # sheet, takes the sheet itself for background. Judged on a plain threshold.
+            paper = gray > otsu(gray)
+            if is_sheet(paper) and edge_step(gray, paper) > 0.15:
+                return _on_sheet(full, result, paper, deskew_digit, normalize_strokes)
+        ink = ink_on_uneven(gray, result.inverted)
+        result.steps += ["inverted"] * result.inverted + ["uneven background removed"]
+    else:
+        result.inverted = dark_ink(gray) if robust else border_level(gray) > 0.5
+        if result.inverted:
+            gray = 1.0 - gray
+            result.steps.append("inverted")
+        ink = np.clip(gray - border_level(gray), 0.0, None)
+    if robust and rgb is not None and ink.max() < 0.25:
+        colour = hue_distance(rgb, np.median(border_pixels(rgb), axis=0))
+        if colour.max() > 2 * ink.max():
+            ink = np.clip(colour - np.median(colour), 0.0, None)
+            result.steps.append("colour contrast")
+
+    peak = float(ink.max())
+    if peak < BLANK_CONTRAST:
+        return _blank(result)
+    ink /= peak
+    if robust:
+        # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
+        # thin pens): capped, the mask keeps them; the noise floor below still uses it.
+        t = min(otsu(ink[ink > 0.05]), 0.25)
+        # Noise, paper texture, JPEG ringing: whatever the background away from the ink
+        # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
+        away = ~grow(ink > t, 3) & (ink < t)
+        noise = quantiles(ink[away], [0.995])[0] if away.any() else 0.0
+        ink[ink <= min(noise, 0.4 * t)] = 0.0
+        ink, bridges = remove_lines(ink, ink > t)
+        if bridges is not None:
+            result.steps.append("lines removed")
+        mask = ink > t
+        # Faint ink links the pieces of a broken stroke (docs/results.md#measured).
+        strong = mask if bridges is None else mask | bridges
+        mask = keep_digit(strong, strong | (ink > LINK_LEVEL * t)) & mask
+        if mask.sum() < MIN_INK_PIXELS:
+            return _blank(result)
+        if refine and scale <= 0.25 and is_sheet(mask):
+            # A photo of a sheet on a darker desk: the paper read as the light "ink". Only
+            # in photos: at MNIST's size a blurred digit is as wide.
+            return _on_sheet(full, result, mask, deskew_digit, normalize_strokes)
+        # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
+        # the textbook pipeline would: Otsu's mask alone crops a blurred digit too tight.
+        rim = max(2, round(0.03 * max(mask.shape)))
+        ink *= grow(mask, rim)
+        result.steps.append("specks and border marks removed")
+    mask = ink > INK_THRESHOLD
+    if mask.sum() < MIN_INK_PIXELS:
+        return _blank(result)
+
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    # Per axis: rounding the working size makes the two factors differ for thin strips
+    # (300x3 -> 128x1), and one factor mapped a box past the image's edge.
+    sx, sy = gray.shape[1] / result.source_size[0], gray.shape[0] / result.source_size[1]
+    sw, sh = result.source_size
+    result.box = (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
+                  max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
+    if robust and refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
+        # A small digit in a large image: look again at the source around it, at full
+        # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
+        refined = _refine(full, result, deskew_digit, normalize_strokes)
+        if refined is not None:
+            return refined
+    crop = ink[y0:y1, x0:x1]
+    result.steps.append("cropped")
+    h, w = crop.shape
+    result.scale = 20.0 / max(h, w) * scale
+
+    # Only a digit drawn at well above MNIST's size can have strokes finer than MNIST's
+    # pen once at 20 px; at MNIST's own size (MNIST-C, 28x28 inputs) "thin" strokes are
+    # really specks and pinholes, which thickening would turn into blobs.
+    if robust and normalize_strokes and max(h, w) / scale >= STROKE_MIN_SOURCE:
+        work, note = normalize_stroke(np.clip(fit(crop, STROKE_SIDE), 0, 1))
+        if note:  # otherwise the crop goes to 20x20 directly, without a detour through 80
+            result.steps.append(note)
+            crop = work
+    small = np.clip(fit(crop, 20), 0.0, 1.0)
+    if not small.any():  # a sliver of ink averaged away at 20 px: nothing to centre
+        return _blank(result)
+    result.steps.append("fitted into 20x20")
+    inked = small[small > 0.05]
+    level = float(quantiles(inked, [0.9])[0]) if robust and inked.size else 1.0
+    if level < FAINT_LEVEL:
+        # Fine strokes fade when area-averaged down to 20 px (a 1 px line at 128 px is a
+        # 0.16 grey); MNIST's are solid: the brightest tenth of a digit's ink pixels is at
+        # 0.98 or more for 99% of MNIST digits, and the models expect that.
+        small = np.clip(small / level, 0.0, 1.0)
+        result.steps.append("faint strokes brightened")
+    image = place(small)
+    if deskew_digit:
+        image = recenter(deskew(image))
+        result.steps.append("deskewed")
+    result.image = image
+    result.steps.append("centered by mass")
+    return result
+
+
+def _blank(result: Preprocessed) -> Preprocessed:
+    result.blank = True
+    result.steps.append("blank")
+    return result
