@@ -19,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 
 from digitrec import augment
-from digitrec import preprocess as pp
+from digitrec.preprocess import pipeline
 
 Rng = np.random.Generator
 Variant = Callable[[np.ndarray, Rng], object]
@@ -81,11 +81,11 @@ def page_png(digit: np.ndarray, rng: Rng) -> bytes:
 def decoded_at(side: int) -> Iterator[None]:
     """Large JPEGs decoded down to ``side`` px (0: in full) inside the block, for timing the
     pipeline's reduced decode against a full one in the same run."""
-    pp.DECODE_SIDE, default = side, pp.DECODE_SIDE
+    pipeline.DECODE_SIDE, default = side, pipeline.DECODE_SIDE  # where preprocess reads it
     try:
         yield
     finally:
-        pp.DECODE_SIDE = default
+        pipeline.DECODE_SIDE = default
 
 
 def phone_photo(
