@@ -4,7 +4,7 @@ digit) and the record of what was done (``Preprocessed``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil, floor
 from typing import Any
 
@@ -89,9 +89,17 @@ CLOSER_SIDE = 512  # a photo read blank at WORK_SIDE is looked at again at this 
 REFINE_BELOW = 28  # a digit smaller than this (work pixels) is looked at again, cropped
 
 
-def _refine(
-    full: Image.Image, first: Preprocessed, deskew_digit: bool, normalize_strokes: bool
-) -> Preprocessed | None:
+@dataclass(frozen=True)
+class Options:
+    """How an image is read, one value for every stage and every second look."""
+
+    robust: bool = True  # False: the textbook pipeline (invert, crop, fit, centre)
+    deskew: bool = False
+    normalize_strokes: bool = True
+    refine: bool = True  # second looks at a crop of the source (closer, sheet, small digit)
+
+
+def _refine(full: Image.Image, first: Preprocessed, opts: Options) -> Preprocessed | None:
     """The pipeline again on the source cropped to the digit's box plus half its size
     each way (enough background for polarity and lighting), mapped back to the source."""
     fx, fy = _decoded_per_source(full, first)
@@ -99,8 +107,7 @@ def _refine(
     x0, y0, x1, y1 = floor(sx0 * fx), floor(sy0 * fy), ceil(sx1 * fx), ceil(sy1 * fy)
     m = max(x1 - x0, y1 - y0) // 2 + 2
     box = (max(0, x0 - m), max(0, y0 - m), min(full.size[0], x1 + m), min(full.size[1], y1 + m))
-    again = preprocess(full.crop(box), deskew_digit=deskew_digit,
-                       normalize_strokes=normalize_strokes, refine=False)  # fmt: skip
+    again = _again(full.crop(box), replace(opts, refine=False))
     if again.blank or again.box is None:
         return None
     note = f"refined on the source around the digit ({box[2] - box[0]}x{box[3] - box[1]} px)"
@@ -138,8 +145,7 @@ def _on_sheet(
     full: Image.Image,
     first: Preprocessed,
     mask: np.ndarray,
-    deskew_digit: bool,
-    normalize_strokes: bool,
+    opts: Options,
 ) -> Preprocessed:
     """The pipeline again on the sheet alone: the decoded image cropped to the sheet, the
     desk in its corners (a sheet lies at an angle) painted over with the paper's colour."""
@@ -158,8 +164,7 @@ def _on_sheet(
     on_paper = Image.fromarray(sheet[y0:y1, x0:x1].astype(np.uint8) * 255).resize(
         crop.size, Image.Resampling.BILINEAR
     )
-    again = preprocess(Image.composite(crop, paper_beyond(crop, on_paper), on_paper),
-                       deskew_digit=deskew_digit, normalize_strokes=normalize_strokes)  # fmt: skip
+    again = _again(Image.composite(crop, paper_beyond(crop, on_paper), on_paper), opts)
     note = f"a sheet of paper on a darker ground: read on it ({crop.size[0]}x{crop.size[1]} px)"
     again = _map_back(again, first, box[:2], (fx, fy), note)
     again.on_sheet = True
@@ -184,13 +189,28 @@ def preprocess(
     see docs/results.md#measured.
     """
     img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE, budget=budget)
-    first = _read(img, source_size, WORK_SIDE, robust, deskew_digit, normalize_strokes, refine)
-    if first.blank and robust and refine and max(img.size) > CLOSER_SIDE and not first.on_sheet:
+    return _look(img, source_size, Options(robust, deskew_digit, normalize_strokes, refine))
+
+
+def _again(image: Image.Image, opts: Options) -> Preprocessed:
+    """A second look: the pipeline on a crop of the decoded image (already in memory)."""
+    return _look(*decode(image, at_least=DECODE_SIDE), opts)
+
+
+def _look(img: Image.Image, source_size: tuple[int, int], opts: Options) -> Preprocessed:
+    """The pipeline on a decoded image at the working size, and closer if that finds none."""
+    first = _read(img, source_size, WORK_SIDE, opts)
+    if (
+        first.blank
+        and opts.robust
+        and opts.refine
+        and max(img.size) > CLOSER_SIDE
+        and not first.on_sheet
+    ):
         # A digit a few percent of a photo's height is a few faint pixels at 128 px, too
         # few to tell from the paper's grain: look again, at 512 px, before saying "no
         # digit" (the digit found there is then refined on the photo itself).
-        closer = _read(img, source_size, CLOSER_SIDE, robust, deskew_digit, normalize_strokes,
-                       refine)  # fmt: skip
+        closer = _read(img, source_size, CLOSER_SIDE, opts)
         if not closer.blank:
             at = int(closer.steps[0].startswith("decoded"))  # after "decoded at 1/2 scale"
             closer.steps.insert(at, f"nothing at {WORK_SIDE} px: looked again at {CLOSER_SIDE} px")
@@ -202,10 +222,7 @@ def _read(
     img: Image.Image,
     source_size: tuple[int, int],
     work_side: int,
-    robust: bool,
-    deskew_digit: bool,
-    normalize_strokes: bool,
-    refine: bool,
+    opts: Options,
 ) -> Preprocessed:
     """The pipeline on a decoded image, worked on at ``work_side`` pixels at most."""
     full = img
@@ -230,29 +247,29 @@ def _read(
     if not small_source:
         img = drop_unused_channels(img)
     gray, rgb = flatten(img)
-    rgb = rgb if robust else None
+    rgb = rgb if opts.robust else None
     scale = gray.shape[1] / result.source_size[0]
 
-    if robust and uneven(gray):
+    if opts.robust and uneven(gray):
         # Lighting, shadow, fog or grey paper: the ink is measured against a local
         # background estimate rather than one level for the whole image.
         result.inverted = dark_ink_local(gray)
-        if refine and not result.inverted and scale <= 0.25:
+        if opts.refine and not result.inverted and scale <= 0.25:
             # A sheet on a desk under a steep lamp: the lamp makes the desk's border
             # uneven, and the background map, whose window is far narrower than the
             # sheet, takes the sheet itself for background. Judged on a plain threshold.
             paper = gray > otsu(gray)
             if is_sheet(paper) and edge_step(gray, paper) > 0.15:
-                return _on_sheet(full, result, paper, deskew_digit, normalize_strokes)
+                return _on_sheet(full, result, paper, opts)
         ink = ink_on_uneven(gray, result.inverted)
         result.steps += ["inverted"] * result.inverted + ["uneven background removed"]
     else:
-        result.inverted = dark_ink(gray) if robust else border_level(gray) > 0.5
+        result.inverted = dark_ink(gray) if opts.robust else border_level(gray) > 0.5
         if result.inverted:
             gray = 1.0 - gray
             result.steps.append("inverted")
         ink = np.clip(gray - border_level(gray), 0.0, None)
-    if robust and rgb is not None and ink.max() < 0.25:
+    if opts.robust and rgb is not None and ink.max() < 0.25:
         colour = hue_distance(rgb, np.median(border_pixels(rgb), axis=0))
         if colour.max() > 2 * ink.max():
             ink = np.clip(colour - np.median(colour), 0.0, None)
@@ -262,7 +279,7 @@ def _read(
     if peak < BLANK_CONTRAST:
         return _blank(result)
     ink /= peak
-    if robust:
+    if opts.robust:
         # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
         # thin pens): capped, the mask keeps them; the noise floor below still uses it.
         t = min(otsu(ink[ink > 0.05]), 0.25)
@@ -280,10 +297,10 @@ def _read(
         mask = keep_digit(strong, strong | (ink > LINK_LEVEL * t)) & mask
         if mask.sum() < MIN_INK_PIXELS:
             return _blank(result)
-        if refine and scale <= 0.25 and is_sheet(mask):
+        if opts.refine and scale <= 0.25 and is_sheet(mask):
             # A photo of a sheet on a darker desk: the paper read as the light "ink". Only
             # in photos: at MNIST's size a blurred digit is as wide.
-            return _on_sheet(full, result, mask, deskew_digit, normalize_strokes)
+            return _on_sheet(full, result, mask, opts)
         # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
         # the textbook pipeline would: Otsu's mask alone crops a blurred digit too tight.
         rim = max(2, round(0.03 * max(mask.shape)))
@@ -301,10 +318,10 @@ def _read(
     sw, sh = result.source_size
     result.box = (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
                   max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
-    if robust and refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
+    if opts.robust and opts.refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
         # A small digit in a large image: look again at the source around it, at full
         # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
-        refined = _refine(full, result, deskew_digit, normalize_strokes)
+        refined = _refine(full, result, opts)
         if refined is not None:
             return refined
     crop = ink[y0:y1, x0:x1]
@@ -315,7 +332,7 @@ def _read(
     # Only a digit drawn at well above MNIST's size can have strokes finer than MNIST's
     # pen once at 20 px; at MNIST's own size (MNIST-C, 28x28 inputs) "thin" strokes are
     # really specks and pinholes, which thickening would turn into blobs.
-    if robust and normalize_strokes and max(h, w) / scale >= STROKE_MIN_SOURCE:
+    if opts.robust and opts.normalize_strokes and max(h, w) / scale >= STROKE_MIN_SOURCE:
         work, note = normalize_stroke(np.clip(fit(crop, STROKE_SIDE), 0, 1))
         if note:  # otherwise the crop goes to 20x20 directly, without a detour through 80
             result.steps.append(note)
@@ -325,7 +342,7 @@ def _read(
         return _blank(result)
     result.steps.append("fitted into 20x20")
     inked = small[small > 0.05]
-    level = float(quantiles(inked, [0.9])[0]) if robust and inked.size else 1.0
+    level = float(quantiles(inked, [0.9])[0]) if opts.robust and inked.size else 1.0
     if level < FAINT_LEVEL:
         # Fine strokes fade when area-averaged down to 20 px (a 1 px line at 128 px is a
         # 0.16 grey); MNIST's are solid: the brightest tenth of a digit's ink pixels is at
@@ -333,7 +350,7 @@ def _read(
         small = np.clip(small / level, 0.0, 1.0)
         result.steps.append("faint strokes brightened")
     image = place(small)
-    if deskew_digit:
+    if opts.deskew:
         image = recenter(deskew(image))
         result.steps.append("deskewed")
     result.image = image
