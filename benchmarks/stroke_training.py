@@ -35,7 +35,7 @@ from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.models import batched_logits, build_model, resolve_device
 from digitrec.preprocess import preprocess
 from digitrec.recipes import make_config
-from digitrec.runs import resolve_checkpoint
+from digitrec.runs import model_record, resolve_checkpoint
 from digitrec.train import Stepper
 from variants import eroded, fine, thin
 
@@ -136,9 +136,9 @@ def main() -> None:
               f"{scores(model, xv, yv, *val_renders)}", flush=True)  # fmt: skip
 
     command = "python benchmarks/stroke_training.py " + " ".join(sys.argv[1:])
-    what = {k: meta[k] for k in ("model", "dataset", "classes", "normalization", "input", "params")}
-    record = {**what, "run": Path(args.out).stem, "epoch": cfg.epochs, "seed": args.seed,
-              "recipe": "best", "command": command}  # fmt: skip
+    record = model_record(meta["model"], meta["dataset"], meta["classes"], meta["normalization"],
+                          meta["params"], Path(args.out).stem, "best", epoch=cfg.epochs,
+                          seed=args.seed, command=command)  # fmt: skip
     save_model(args.out, model, record)
     print(f"saved {args.out}: python benchmarks/robustness.py --split val --model-path {args.out}")
 

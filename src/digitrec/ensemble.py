@@ -39,6 +39,7 @@ from digitrec.recipes import TrainConfig
 from digitrec.records import Required
 from digitrec.runs import (
     RUN_RECORD,
+    model_record,
     now,
     read_config,
     read_json,
@@ -188,19 +189,18 @@ def make_ensemble(
     seconds = sum(m.train_seconds for m in members)
     row = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds}
     created = now()
-    meta = {
-        "model": first["model"] if average else ENSEMBLE,
-        "members": records,
-        "dataset": first.get("dataset", "mnist"),
-        "classes": first.get("classes"),
-        "normalization": first.get("normalization"),
-        "input": [1, 28, 28],
-        "params": count_parameters(model),
-        "run": run_dir.name,
-        "recipe": "average" if average else ENSEMBLE,
-        "metrics": row if val_acc is not None else {},
-        "created": created,
-    }
+    meta = model_record(
+        first["model"] if average else ENSEMBLE,
+        first.get("dataset", "mnist"),
+        first.get("classes"),
+        first.get("normalization"),
+        count_parameters(model),
+        run_dir.name,
+        "average" if average else ENSEMBLE,
+        members=records,
+        metrics=row if val_acc is not None else {},
+        created=created,
+    )
     save_model(run_dir / "best.safetensors", model, meta)
     settings = members[0].settings
     write_config(

@@ -136,6 +136,32 @@ def refuse_existing(run: Path, hint: str = "use --resume or another --out") -> N
         raise DigitrecError(f"{run} already holds a run; {hint}")
 
 
+def model_record(
+    model: str,
+    dataset: str,
+    classes: list[str] | None,
+    normalization: dict[str, float] | None,
+    params: int,
+    run: str,
+    recipe: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a run's checkpoint says of itself (checked on load against checkpoint.RECORD):
+    the model and what it reads, where it came from, and ``extra`` (epoch, metrics,
+    members, the command...)."""
+    return {
+        "model": model,
+        "dataset": dataset,
+        "classes": list(classes) if classes is not None else None,
+        "normalization": normalization,
+        "input": [1, 28, 28],
+        "params": params,
+        "run": run,
+        "recipe": recipe,
+        **extra,
+    }
+
+
 def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
     """metrics.csv: one row an epoch, floats to 6 significant digits."""
     buf = io.StringIO()

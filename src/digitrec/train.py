@@ -46,6 +46,7 @@ from digitrec.models import batched_logits, build_model, count_parameters, resol
 from digitrec.recipes import TrainConfig
 from digitrec.runs import (
     locked,
+    model_record,
     now,
     read_config,
     refuse_existing,
@@ -357,16 +358,9 @@ def _train(
     split = Split.of(cfg, data, device)
     steps = (len(split.x_train) + cfg.batch_size - 1) // cfg.batch_size
     stepper = Stepper(cfg, model, steps, device)
-    meta = {
-        "model": cfg.model,
-        "dataset": spec.name,
-        "classes": list(spec.classes),
-        "normalization": {"mean": spec.mean, "std": spec.std},
-        "input": [1, 28, 28],
-        "params": count_parameters(model),
-        "run": run_dir.name,
-        "recipe": cfg.recipe,
-    }
+    meta = model_record(cfg.model, spec.name, list(spec.classes),
+                        {"mean": spec.mean, "std": spec.std}, count_parameters(model),
+                        run_dir.name, cfg.recipe)  # fmt: skip
     state_path = run_dir / "state.safetensors"
     at = Progress()
     config = {**run_config(cfg, data, run_dir, meta["params"], device), "init": init}
