@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from digitrec.checkpoint import RECORD, load_model
+from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.files import atomic_path
 from digitrec.records import check
@@ -221,8 +222,6 @@ def export(
 ) -> list[Scored]:
     """Export, check parity (unless ``check`` is False) and optionally quantize; returns
     what was measured. Files are renamed into place only after they pass."""
-    from digitrec.data import load_dataset, split_indices, to_float
-
     ckpt = resolve_checkpoint(checkpoint)
     model, meta = load_model(ckpt)
     out = Path(out) if out else onnx_path_for(ckpt)

@@ -27,9 +27,8 @@ class Coalescer:
     no lock.
 
     Preprocessing runs in at most ``threads`` threads at once (one per core the process
-    has to itself). It is mostly Python holding the GIL: in one process, 8 threads
-    preprocessed 596 canvas PNGs a second and 32 threads 384, against 876 for one thread
-    alone, each image costing 2-3x the CPU time in the fight for the GIL. Requests
+    has to itself): it is mostly Python holding the GIL, and more threads only spend CPU
+    handing it around (docs/benchmarks.md#serving-benchmarksserve_loadpy). Requests
     beyond that wait their turn on the event loop, where waiting is free.
     """
 
