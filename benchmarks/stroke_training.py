@@ -12,6 +12,7 @@ included). An experiment, not a recipe: the renders are of the very kind it is s
 
     python benchmarks/stroke_training.py [--n 36000] [--share 0.5] [--init default|scratch]
                                          [--epochs E] [--seed S] [--out stroke.safetensors]
+                                         [--limit N]
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="default: 3 fine-tuning, 16 from scratch")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="stroke.safetensors")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="train on only N training-split digits: a quick check that the "
+                         "script runs, not a measurement")  # fmt: skip
     args = ap.parse_args()
     if not 0 < args.share < 1:
         ap.error("--share is the renders' part of a batch, between 0 and 1")
@@ -103,6 +107,7 @@ def main() -> None:
           f"pipeline in {time.perf_counter() - t0:.0f} s")  # fmt: skip
 
     device = resolve_device("auto")
+    train_idx = train_idx[: args.limit or len(train_idx)]
     x, y = to_float(ds.train_images[train_idx]).to(device), ds.train_labels[train_idx].to(device)
     xv, yv = to_float(ds.train_images[val_idx]), ds.train_labels[val_idx]
     shipped, meta = load_model(resolve_checkpoint("default"))

@@ -20,6 +20,7 @@ Table 2: every model of the zoo with its own recipe, cut to ``--zoo-epochs`` epo
 
     python benchmarks/train_speed.py [--device auto] [--seed N] [--zoo-epochs 1|full] [--skip-zoo]
                                       [--skip-995 | --only-995] [--precision auto|bf16|fp32]
+                                      [--limit N]
 
 digitrec trains in bfloat16 autocast where the hardware computes it natively (a recent
 GPU, or a CPU with AVX512-BF16 or AMX; ``--precision fp32`` turns that off for ours); the
@@ -34,7 +35,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -167,6 +168,7 @@ def ours(
     """A digitrec recipe through digitrec.train, stopped at ``target``."""
     cfg = make_config(recipe, None, {"seed": seed, "device": str(device), **overrides})
     overrides.pop("precision", None)  # the machine line shows it
+    overrides.pop("val_size", None)
     steps = -(-(len(ds.train_images) - cfg.val_size) // cfg.batch_size)
     every = max(1, steps // per_epoch)
     check = TestChecks(ds, target, tta=tta)
@@ -187,14 +189,16 @@ def ours(
     return rows
 
 
-def zoo(ds: Dataset, device: torch.device, epochs: str, seed: int, precision: str) -> None:
+def zoo(
+    ds: Dataset, device: torch.device, epochs: str, seed: int, settings: dict[str, object]
+) -> None:
     print(f"\nThe zoo, each model with its own recipe ({epochs} epochs)")
     print(f"{'recipe':<8} {'model':<6} {'epochs':>6} {'s/epoch':>8} {'test acc':>9}")
     x, y = to_float(ds.test_images), ds.test_labels
     for name in ("mlp", "cnn", "cnn4", "classic", "fast", "mid", "best"):
         n = RECIPES[name].epochs if epochs == "full" else int(epochs)
-        settings = {"epochs": n, "seed": seed, "device": str(device), "precision": precision}
-        cfg = make_config(name, None, settings)
+        overrides = {**settings, "epochs": n, "seed": seed, "device": str(device)}
+        cfg = make_config(name, None, overrides)
         with tempfile.TemporaryDirectory() as tmp:
             r = train(cfg, ds, Path(tmp), log=lambda s: None, progress=False)
             model, _ = load_model(Path(tmp) / "best.safetensors", device)
@@ -211,12 +215,21 @@ def main() -> int:
     p.add_argument("--skip-995", action="store_true", help="only the 99.0% race")
     p.add_argument("--only-995", action="store_true", help="only the 99.5% race (more seeds)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="for digitrec's runs")
+    p.add_argument("--limit", type=int, default=0,
+                   help="only N training images (a fifth for validation) and N test images: "
+                        "a quick check that the script runs, not a measurement")  # fmt: skip
     args = p.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # rows as they come, even into a file
     device = resolve_device(args.device)
     ds = load_dataset("mnist")
+    settings: dict[str, object] = {"precision": args.precision}
+    if args.limit:
+        ds = replace(ds, train_images=ds.train_images[: args.limit],
+                     train_labels=ds.train_labels[: args.limit],
+                     test_images=ds.test_images[: args.limit],
+                     test_labels=ds.test_labels[: args.limit])  # fmt: skip
+        settings["val_size"] = args.limit // 5
     bf16 = use_bfloat16(args.precision, device)
-    precision = {"precision": args.precision}
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"device {device}"
@@ -229,9 +242,9 @@ def main() -> int:
     races = []
     if not args.only_995:
         races.append(lambda: reference(ds, device, 0.99, args.seed))
-        races.append(lambda: ours("fast", ds, device, 0.99, args.seed, 4, **precision))
+        races.append(lambda: ours("fast", ds, device, 0.99, args.seed, 4, **settings))
     if not args.skip_995:
-        races.append(lambda: ours("mid", ds, device, 0.995, args.seed, 4, True, **precision))
+        races.append(lambda: ours("mid", ds, device, 0.995, args.seed, 4, True, **settings))
     rows = []
     for race in races:  # each row as soon as it is run: the reference takes minutes
         for r in race():
@@ -245,7 +258,7 @@ def main() -> int:
     if ref and fast and ref.epochs is not None and fast.epochs is not None:
         print(f"time to 99.0%: fast is {ref.seconds / fast.seconds:.1f}x faster than the reference")
     if not args.skip_zoo and not args.only_995:
-        zoo(ds, device, args.zoo_epochs, args.seed, args.precision)
+        zoo(ds, device, args.zoo_epochs, args.seed, settings)
     return 0
 
 

@@ -285,17 +285,3 @@ def test_export_and_every_backend_from_the_command_line(trained_run, mnist, tmp_
     r = run_cli("evaluate", str(run / "best.safetensors"))
     assert r.returncode == 0 and "fast on mnist test: accuracy 0.9" in r.stdout, r.stderr
     assert_drawn(run / "best-report" / "confusion.png")
-
-
-BENCHMARKS = sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks").glob("*.py"))
-
-
-@pytest.mark.parametrize("script", [*BENCHMARKS, "../tools/ship_default_model.py"])
-def test_every_benchmark_and_tool_explains_itself(script):
-    path = Path(__file__).parents[1] / "benchmarks" / script
-    r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
-                       timeout=120, cwd=path.parent)  # fmt: skip
-    if script == "variants.py":  # a module of the others, not a command
-        assert r.returncode == 0 and not r.stderr
-        return
-    assert r.returncode == 0 and r.stdout.startswith("usage:"), (script, r.stderr)

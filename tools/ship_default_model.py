@@ -9,13 +9,16 @@ evaluated on the test set once, copied to src/digitrec/assets/default.safetensor
 the commands, validation metrics and test accuracy in its metadata, described in
 default.json, and exported to ONNX beside it, float32 and int8 (parity-checked).
 
-    python tools/ship_default_model.py [--base RUN|CHECKPOINT]
+    python tools/ship_default_model.py [--base RUN|CHECKPOINT] [--to DIR [--limit N]]
 
 --base reuses a finished first step, a run or its checkpoint, instead of training it
 again (about 20 minutes on 2 CPU cores). The shipped model itself is the average, not a
 first step; the base it was made from is the file shipped before it:
 
     git show 87b4f92:src/digitrec/assets/default.safetensors > base.safetensors
+
+--to writes the four files elsewhere; with it, --limit N trains each step one epoch on N
+images: a quick check that the chain runs, never a model to ship.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from digitrec.files import write_json
 from digitrec.runs import read_config, resolve_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "digitrec" / "assets"
-RECORD = ASSETS / "default.json"
 # In float32, as the shipped model was trained (before --precision existed, its commands
 # meant that on a CPU): bfloat16 would make another model, not a better one.
 BASE = ["train", "--recipe", "best", "--epochs", "10", "--seed", "0", "--device", "cpu",
@@ -69,7 +71,15 @@ def portable(cmd: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", help="a finished first step to reuse (a run or a checkpoint)")
+    ap.add_argument("--to", type=Path, default=ASSETS, help="where to write (default: %(default)s)")
+    ap.add_argument("--limit", type=int, help="with --to: one epoch on N images per step")
     args = ap.parse_args()
+    if args.limit and args.to.resolve() == ASSETS:
+        ap.error("--limit makes a model for a quick check: give --to, not the package's assets")
+    if not args.to.is_dir():
+        ap.error(f"--to {args.to}: no such directory")
+    quick = ["--limit", str(args.limit), "--epochs", "1"] if args.limit else []
+    base_steps, tune_steps = [*BASE, *quick], [*TUNE, *quick]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.base:
@@ -78,7 +88,7 @@ def main() -> None:
             if meta.get("members"):  # its command would be recorded for other weights
                 raise SystemExit(f"{base} is an average of models, not a first step: see --help")
             # Its run's config.json, or (a bare checkpoint) the record of the shipped base.
-            shipped = json.loads(RECORD.read_text()).get("base", {})
+            shipped = json.loads((ASSETS / "default.json").read_text()).get("base", {})
             if (base.parent / "config.json").is_file():
                 base_config = read_config(base.parent)
             elif meta.get("run") == shipped.get("run"):
@@ -89,15 +99,15 @@ def main() -> None:
             if not base_command.startswith("digitrec train "):
                 raise SystemExit(f"{base} does not record the command that trained it")
         else:
-            digitrec(*BASE, "--out", str(work / "base"), "--no-progress")
-            base, base_command = work / "base" / "best.safetensors", command(BASE)
+            digitrec(*base_steps, "--out", str(work / "base"), "--no-progress")
+            base, base_command = work / "base" / "best.safetensors", command(base_steps)
             base_config = read_config(work / "base")
         where = {"base": str(base), "tuned": str(work / "tuned")}
 
         def at(words: list[str]) -> list[str]:  # step names -> their files in the work dir
             return [where.get(w, w) for w in words]
 
-        digitrec(*at(TUNE), "--out", where["tuned"], "--no-progress")
+        digitrec(*at(tune_steps), "--out", where["tuned"], "--no-progress")
         digitrec(*at(AVERAGE), "--out", str(work / "shipped"))
 
         run = work / "shipped"
@@ -105,15 +115,17 @@ def main() -> None:
         report = json.loads((work / "report" / "report.json").read_text())
         meta = read_meta(run / "best.safetensors")
         # As a chain to run in an empty directory: each step's output named as the next reads it.
-        steps = [f"{base_command} --out base", command([*TUNE, "--out", "tuned"]), command(AVERAGE)]
+        tune = command([*tune_steps, "--out", "tuned"])
+        steps = [f"{base_command} --out base", tune, command(AVERAGE)]
         extra = {"command": " && ".join(steps), "test_accuracy": report["accuracy"],
                  "shipped": True}  # fmt: skip
-        copy_with_meta(run / "best.safetensors", ASSETS / "default.safetensors", extra)
+        shipped_path = args.to / "default.safetensors"
+        copy_with_meta(run / "best.safetensors", shipped_path, extra)
         # The ONNX export beside it is what the Predictor runs by default (--backend auto);
         # its int8 copy is what `--backend int8` runs (servers under load).
-        digitrec("export", str(ASSETS / "default.safetensors"), "--quantize", "int8")
+        digitrec("export", str(shipped_path), "--quantize", "int8")
         write_json(
-            RECORD,
+            args.to / "default.json",
             {
                 "command": extra["command"],
                 "steps": steps,
@@ -124,7 +136,7 @@ def main() -> None:
                 "tuned": read_config(work / "tuned"),
             },
         )
-    print(f"shipped {ASSETS / 'default.safetensors'}: test accuracy {report['accuracy']:.4f}")
+    print(f"shipped {shipped_path}: test accuracy {report['accuracy']:.4f}")
 
 
 if __name__ == "__main__":
