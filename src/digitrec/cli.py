@@ -39,10 +39,6 @@ def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from digitrec.models import MODELS
-    from digitrec.preprocess import FORMAT_NAMES
-    from digitrec.recipes import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES
-
     parser = argparse.ArgumentParser(
         prog="digitrec",
         description="Handwritten digit recognition: data, model zoo, training, evaluation, "
@@ -54,8 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data_commands(sub)
+    _add_train_command(sub)
+    _add_ensemble_command(sub)
+    _add_evaluate_commands(sub)
+    _add_predict_commands(sub)
+    _add_apps_commands(sub)
+    _add_export_commands(sub)
+    return parser
 
-    # data
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """`data download|verify|show` and `models`."""
     data = sub.add_parser("data", help="download, verify and look at datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = dsub.add_parser(
@@ -69,11 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--out", default=".", help="directory for samples.png and classes.png")
     p.add_argument("--seed", type=int, default=0)
-
-    # models
     sub.add_parser("models", help="list the model zoo with parameter counts")
 
-    # train
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    """`train`: every setting of a recipe, and where the run goes."""
+    from digitrec.models import MODELS
+    from digitrec.recipes import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES
+
     p = sub.add_parser(
         "train",
         help="train a model into runs/<timestamp>-<model>/",
@@ -145,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, dataset=False)
     p.add_argument("--dataset", help="mnist (default) or fashion-mnist")
 
-    # ensemble
+
+def _add_ensemble_command(sub: argparse._SubParsersAction) -> None:
+    """`ensemble`: runs combined into one model, written as a run."""
     p = sub.add_parser(
         "ensemble",
         help="average several runs into one model, written as a new run",
@@ -169,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="where runs are (default $DIGITREC_RUNS_DIR or ./runs)")
     _data_args(p, dataset=False)
 
-    # runs
+
+def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
+    """`runs` and `evaluate`."""
     p = sub.add_parser("runs", help="list training runs, best validation accuracy first")
     p.add_argument("--runs-dir")
-
-    # evaluate
     p = sub.add_parser("evaluate", help="test-set metrics, confusion matrix, calibration, report")
     p.add_argument("target", metavar="RUN|CHECKPOINT")
     p.add_argument("--out", help="report directory (default: the run, or <checkpoint>-report)")
@@ -184,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _data_args(p, dataset=False)
 
-    # predict
+
+def _add_predict_commands(sub: argparse._SubParsersAction) -> None:
+    """`predict`: images, folders, or random test images."""
+    from digitrec.preprocess import FORMAT_NAMES
+
     p = sub.add_parser("predict", help="recognize digits in image files, or in random test images")
     p.add_argument(
         "images",
@@ -210,20 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _backend_arg(p)
     _data_args(p, dataset=False)
-    # serve
+
+
+def _add_apps_commands(sub: argparse._SubParsersAction) -> None:
+    """`serve` and `gui`: the two apps."""
     p = sub.add_parser("serve", help="the web app: draw or upload digits in the browser")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--workers", type=int, default=1, help="server processes")
     _backend_arg(p)
-    # gui
     p = sub.add_parser("gui", help="the desktop app: draw or open digits in a window")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="an image to open at start")
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--runs-dir")
     _backend_arg(p)
-    # export
+
+
+def _add_export_commands(sub: argparse._SubParsersAction) -> None:
+    """`export`: ONNX, parity-checked, optionally int8."""
     p = sub.add_parser("export", help="export a model to ONNX, check parity, quantize to int8")
     p.add_argument("model", metavar="RUN|CHECKPOINT")
     p.add_argument("--format", choices=["onnx"], default="onnx")
@@ -232,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true",
                    help="skip the parity check on the MNIST test set")  # fmt: skip
     _data_args(p, dataset=False)
-    return parser
 
 
 def _backend_arg(p: argparse.ArgumentParser) -> None:
