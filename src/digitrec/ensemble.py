@@ -127,51 +127,8 @@ def make_ensemble(
         raise CheckpointError("--weights goes with --average (an ensemble's members count equally)")
     shares = _shares(weights, len(targets))
     members = [_member(t, root) for t in targets]
-    first = members[0].meta
-    for m in members[1:]:
-        if (m.meta.get("dataset"), m.meta.get("classes")) != (
-            first.get("dataset"),
-            first.get("classes"),
-        ):
-            raise CheckpointError(
-                f"{m.checkpoint} was trained on {m.meta.get('dataset')!r}, "
-                f"{members[0].checkpoint} on {first.get('dataset')!r}: members must share "
-                "a dataset and classes"
-            )
-    if average:
-        kinds = {m.meta["model"] for m in members}
-        if len(kinds) > 1:
-            raise CheckpointError(
-                f"--average needs members of one architecture, got {', '.join(sorted(kinds))}: "
-                "average a model with its fine-tuned versions (digitrec train --init)"
-            )
-        model = average_weights([m.model for m in members], shares)
-    else:
-        model = Ensemble([m.model for m in members]).eval()
-
-    splits = {
-        (s.dataset, s.val_size, s.split_seed, s.limit == 0) if s else None
-        for s in (m.settings for m in members)
-    }
-    val_acc, val_loss, accs = None, None, [None] * len(members)
-    if None in splits:
-        note = "no validation score: a member is a bare checkpoint, not a run"
-    elif len(splits) > 1:
-        note = "no validation score: the members were validated on different splits"
-    elif next(iter(splits))[1] == 0:
-        note = "no validation score: the members were trained on every image (--val-size 0)"
-    else:
-        dataset, val_size, split_seed, _ = splits.pop()
-        ds = load_dataset(dataset, data_dir)
-        _, val_idx = split_indices(len(ds.train_images), val_size, split_seed)
-        x, y = to_float(ds.train_images[val_idx]), ds.train_labels[val_idx]
-        accs = [(batched_logits(m.model, x).argmax(1) == y).float().mean().item() for m in members]
-        logits = batched_logits(model, x)
-        val_acc = (logits.argmax(1) == y).float().mean().item()
-        val_loss = F.cross_entropy(logits, y).item()
-        note = f"validation split of {val_size} images (split seed {split_seed}) shared by all"
-
-    run_dir.mkdir(parents=True, exist_ok=True)
+    model = _combine(members, average, shares)
+    val_acc, val_loss, accs, note = _validate(members, model, data_dir)
     records = [
         {
             "model": m.meta["model"],
@@ -188,7 +145,76 @@ def make_ensemble(
     ]
     seconds = sum(m.train_seconds for m in members)
     row = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds}
-    created = now()
+    _write_run(run_dir, model, members, records, average, row if val_acc is not None else None,
+               note)  # fmt: skip
+    return EnsembleResult(run_dir, val_acc, accs, note)
+
+
+def _combine(members: list[Member], average: bool, shares: list[float]) -> torch.nn.Module:
+    """The members' probabilities averaged, or with ``average`` their weights."""
+    first = members[0].meta
+    for m in members[1:]:
+        if (m.meta.get("dataset"), m.meta.get("classes")) != (
+            first.get("dataset"),
+            first.get("classes"),
+        ):
+            raise CheckpointError(
+                f"{m.checkpoint} was trained on {m.meta.get('dataset')!r}, "
+                f"{members[0].checkpoint} on {first.get('dataset')!r}: members must share "
+                "a dataset and classes"
+            )
+    if not average:
+        return Ensemble([m.model for m in members]).eval()
+    kinds = {m.meta["model"] for m in members}
+    if len(kinds) > 1:
+        raise CheckpointError(
+            f"--average needs members of one architecture, got {', '.join(sorted(kinds))}: "
+            "average a model with its fine-tuned versions (digitrec train --init)"
+        )
+    return average_weights([m.model for m in members], shares)
+
+
+def _validate(
+    members: list[Member], model: torch.nn.Module, data_dir: str | None
+) -> tuple[float | None, float | None, list[float | None], str]:
+    """Validation accuracy and loss of ``model`` and each member's accuracy, when the
+    members were validated on one split; else Nones and why."""
+    splits = {
+        (s.dataset, s.val_size, s.split_seed, s.limit == 0) if s else None
+        for s in (m.settings for m in members)
+    }
+    why = ""
+    if None in splits:
+        why = "a member is a bare checkpoint, not a run"
+    elif len(splits) > 1:
+        why = "the members were validated on different splits"
+    elif next(iter(splits))[1] == 0:
+        why = "the members were trained on every image (--val-size 0)"
+    if why:
+        return None, None, [None] * len(members), f"no validation score: {why}"
+    dataset, val_size, split_seed, _ = splits.pop()
+    ds = load_dataset(dataset, data_dir)
+    _, val_idx = split_indices(len(ds.train_images), val_size, split_seed)
+    x, y = to_float(ds.train_images[val_idx]), ds.train_labels[val_idx]
+    accs = [(batched_logits(m.model, x).argmax(1) == y).float().mean().item() for m in members]
+    logits = batched_logits(model, x)
+    val_acc = (logits.argmax(1) == y).float().mean().item()
+    note = f"validation split of {val_size} images (split seed {split_seed}) shared by all"
+    return val_acc, F.cross_entropy(logits, y).item(), accs, note
+
+
+def _write_run(
+    run_dir: Path,
+    model: torch.nn.Module,
+    members: list[Member],
+    records: list[dict],
+    average: bool,
+    row: dict | None,
+    note: str,
+) -> None:
+    """The ensemble as a run: best.safetensors, config.json and metrics.csv."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    first, settings, created = members[0].meta, members[0].settings, now()
     meta = model_record(
         first["model"] if average else ENSEMBLE,
         first.get("dataset", "mnist"),
@@ -198,11 +224,10 @@ def make_ensemble(
         run_dir.name,
         "average" if average else ENSEMBLE,
         members=records,
-        metrics=row if val_acc is not None else {},
+        metrics=row or {},
         created=created,
     )
     save_model(run_dir / "best.safetensors", model, meta)
-    settings = members[0].settings
     write_config(
         run_dir,
         {
@@ -218,10 +243,9 @@ def make_ensemble(
             "members": records,
             "params": meta["params"],
             "status": "complete",
-            "best_val_acc": val_acc,
-            "train_seconds": seconds,
+            "best_val_acc": row["val_acc"] if row else None,
+            "train_seconds": sum(m.train_seconds for m in members),
             "note": note,
         },
     )
-    write_metrics(run_dir, [row] if val_acc is not None else [])
-    return EnsembleResult(run_dir, val_acc, accs, note)
+    write_metrics(run_dir, [row] if row else [])
