@@ -225,10 +225,44 @@ def _read(
     opts: Options,
 ) -> Preprocessed:
     """The pipeline on a decoded image, worked on at ``work_side`` pixels at most."""
-    full = img
     result = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
-    if img.size != source_size:
-        result.steps.append(f"decoded at 1/{round(source_size[0] / img.size[0])} scale")
+    gray, rgb = _working_image(img, work_side, result)
+    scale = gray.shape[1] / source_size[0]
+    ink = _ink(img, gray, rgb if opts.robust else None, scale, result, opts)
+    if isinstance(ink, Preprocessed):  # blank, or a sheet of paper read on its own path
+        return ink
+    if opts.robust:
+        ink = _clean(img, ink, scale, result, opts)
+        if isinstance(ink, Preprocessed):
+            return ink
+    mask = ink > INK_THRESHOLD
+    if mask.sum() < MIN_INK_PIXELS:
+        return _blank(result)
+
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    # Per axis: rounding the working size makes the two factors differ for thin strips
+    # (300x3 -> 128x1), and one factor mapped a box past the image's edge.
+    sx, sy = gray.shape[1] / result.source_size[0], gray.shape[0] / result.source_size[1]
+    sw, sh = result.source_size
+    result.box = (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
+                  max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
+    if opts.robust and opts.refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
+        # A small digit in a large image: look again at the source around it, at full
+        # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
+        refined = _refine(img, result, opts)
+        if refined is not None:
+            return refined
+    result.steps.append("cropped")
+    return _fit_and_centre(ink[y0:y1, x0:x1], scale, result, opts)
+
+
+def _working_image(
+    img: Image.Image, work_side: int, result: Preprocessed
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels (and colour, where the image has any) at ``work_side`` pixels at most."""
+    if img.size != result.source_size:
+        result.steps.append(f"decoded at 1/{round(result.source_size[0] / img.size[0])} scale")
     img = eight_bit(img)
     # Dropping channels first makes a canvas's resize cheaper; on a large photo, whose
     # channels differ, the search for equal ones is better made on the 128 px result.
@@ -246,10 +280,18 @@ def _read(
         result.steps.append(f"downscaled to {size[0]}x{size[1]}")
     if not small_source:
         img = drop_unused_channels(img)
-    gray, rgb = flatten(img)
-    rgb = rgb if opts.robust else None
-    scale = gray.shape[1] / result.source_size[0]
+    return flatten(img)
 
+
+def _ink(
+    full: Image.Image,
+    gray: np.ndarray,
+    rgb: np.ndarray | None,
+    scale: float,
+    result: Preprocessed,
+    opts: Options,
+) -> np.ndarray | Preprocessed:
+    """Polarity and background: how much ink each pixel holds, 0 to 1."""
     if opts.robust and uneven(gray):
         # Lighting, shadow, fog or grey paper: the ink is measured against a local
         # background estimate rather than one level for the whole image.
@@ -269,7 +311,7 @@ def _read(
             gray = 1.0 - gray
             result.steps.append("inverted")
         ink = np.clip(gray - border_level(gray), 0.0, None)
-    if opts.robust and rgb is not None and ink.max() < 0.25:
+    if rgb is not None and ink.max() < 0.25:
         colour = hue_distance(rgb, np.median(border_pixels(rgb), axis=0))
         if colour.max() > 2 * ink.max():
             ink = np.clip(colour - np.median(colour), 0.0, None)
@@ -279,53 +321,46 @@ def _read(
     if peak < BLANK_CONTRAST:
         return _blank(result)
     ink /= peak
-    if opts.robust:
-        # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
-        # thin pens): capped, the mask keeps them; the noise floor below still uses it.
-        t = min(otsu(ink[ink > 0.05]), 0.25)
-        # Noise, paper texture, JPEG ringing: whatever the background away from the ink
-        # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
-        away = ~grow(ink > t, 3) & (ink < t)
-        noise = quantiles(ink[away], [0.995])[0] if away.any() else 0.0
-        ink[ink <= min(noise, 0.4 * t)] = 0.0
-        ink, bridges = remove_lines(ink, ink > t)
-        if bridges is not None:
-            result.steps.append("lines removed")
-        mask = ink > t
-        # Faint ink links the pieces of a broken stroke (docs/results.md#measured).
-        strong = mask if bridges is None else mask | bridges
-        mask = keep_digit(strong, strong | (ink > LINK_LEVEL * t)) & mask
-        if mask.sum() < MIN_INK_PIXELS:
-            return _blank(result)
-        if opts.refine and scale <= 0.25 and is_sheet(mask):
-            # A photo of a sheet on a darker desk: the paper read as the light "ink". Only
-            # in photos: at MNIST's size a blurred digit is as wide.
-            return _on_sheet(full, result, mask, opts)
-        # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
-        # the textbook pipeline would: Otsu's mask alone crops a blurred digit too tight.
-        rim = max(2, round(0.03 * max(mask.shape)))
-        ink *= grow(mask, rim)
-        result.steps.append("specks and border marks removed")
-    mask = ink > INK_THRESHOLD
+    return ink
+
+
+def _clean(
+    full: Image.Image, ink: np.ndarray, scale: float, result: Preprocessed, opts: Options
+) -> np.ndarray | Preprocessed:
+    """The digit's strokes alone: noise, ruled lines, specks and border marks removed."""
+    # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
+    # thin pens): capped, the mask keeps them; the noise floor below still uses it.
+    t = min(otsu(ink[ink > 0.05]), 0.25)
+    # Noise, paper texture, JPEG ringing: whatever the background away from the ink
+    # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
+    away = ~grow(ink > t, 3) & (ink < t)
+    noise = quantiles(ink[away], [0.995])[0] if away.any() else 0.0
+    ink[ink <= min(noise, 0.4 * t)] = 0.0
+    ink, bridges = remove_lines(ink, ink > t)
+    if bridges is not None:
+        result.steps.append("lines removed")
+    mask = ink > t
+    # Faint ink links the pieces of a broken stroke (docs/results.md#measured).
+    strong = mask if bridges is None else mask | bridges
+    mask = keep_digit(strong, strong | (ink > LINK_LEVEL * t)) & mask
     if mask.sum() < MIN_INK_PIXELS:
         return _blank(result)
+    if opts.refine and scale <= 0.25 and is_sheet(mask):
+        # A photo of a sheet on a darker desk: the paper read as the light "ink". Only
+        # in photos: at MNIST's size a blurred digit is as wide.
+        return _on_sheet(full, result, mask, opts)
+    # Keep the anti-aliased rim and blur around the chosen strokes, and crop to it as
+    # the textbook pipeline would: Otsu's mask alone crops a blurred digit too tight.
+    rim = max(2, round(0.03 * max(mask.shape)))
+    ink *= grow(mask, rim)
+    result.steps.append("specks and border marks removed")
+    return ink
 
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    # Per axis: rounding the working size makes the two factors differ for thin strips
-    # (300x3 -> 128x1), and one factor mapped a box past the image's edge.
-    sx, sy = gray.shape[1] / result.source_size[0], gray.shape[0] / result.source_size[1]
-    sw, sh = result.source_size
-    result.box = (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
-                  max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
-    if opts.robust and opts.refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
-        # A small digit in a large image: look again at the source around it, at full
-        # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
-        refined = _refine(full, result, opts)
-        if refined is not None:
-            return refined
-    crop = ink[y0:y1, x0:x1]
-    result.steps.append("cropped")
+
+def _fit_and_centre(
+    crop: np.ndarray, scale: float, result: Preprocessed, opts: Options
+) -> Preprocessed:
+    """The cropped ink fitted into 20x20 and centred by mass in 28x28, as MNIST's digits."""
     h, w = crop.shape
     result.scale = 20.0 / max(h, w) * scale
 
