@@ -309,13 +309,16 @@ def test_preprocessing_runs_in_at_most_its_threads(predictor, digits, threads):
     fighting over the GIL in more threads; every request still gets its answer."""
     import asyncio
 
-    running, peak, lock = [0], [0], threading.Lock()
+    running, peak, lock, full = [0], [0], threading.Lock(), threading.Event()
 
     def prepare(data: bytes):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)  # long enough for the other requests to try to start
+            if running[0] == threads:
+                full.set()
+        full.wait(10)  # every allowed thread at work at once, so the peak reaches the cap
+        time.sleep(0.02)  # the work: a thread over the cap would start meanwhile
         with lock:
             running[0] -= 1
         return predictor.prepare([data])
