@@ -204,6 +204,13 @@ class Predictor:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities of (N, 28, 28) model inputs (``Preprocessed.image``s)."""
+        probs = self._probabilities(images[:, None].astype(np.float32, copy=False), False)
+        if not np.isfinite(probs).all():
+            raise CheckpointError(f"{self.path}: the model gave NaN or infinite outputs")
+        return probs
+
     def predict(
         self, images: Sequence[ImageLike], tta: bool = False, max_pixels: int | None = None
     ) -> list[Prediction]:

@@ -62,7 +62,10 @@ from digitrec.preprocess.pipeline import (  # noqa: F401
     DECODE_SIDE,
     REFINE_BELOW,
     WORK_SIDE,
+    InkMap,
     Preprocessed,
+    digit_input,
+    ink_map,
     preprocess,
 )
 from digitrec.preprocess.place import deskew, place, recenter  # noqa: F401

@@ -192,6 +192,48 @@ def preprocess(
     return _look(img, source_size, Options(robust, deskew_digit, normalize_strokes, refine))
 
 
+@dataclass
+class InkMap:
+    """An image's ink at a working size, for finding several digits in it: the stages of
+    ``preprocess`` up to the clean-up, which keeps one digit, left out."""
+
+    ink: np.ndarray  # (h, w) float32 in [0, 1]: how much ink each working pixel holds
+    threshold: float  # the ink level that counts as a stroke
+    record: Preprocessed  # source size, polarity and steps so far; blank when no ink
+
+    @property
+    def per_source(self) -> tuple[float, float]:
+        """Working pixels per source pixel, across and down."""
+        h, w = self.ink.shape
+        return w / self.record.source_size[0], h / self.record.source_size[1]
+
+
+def ink_map(
+    src: ImageLike,
+    work_side: int,
+    max_pixels: int | None = None,
+    budget: PixelBudget | None = None,
+) -> InkMap:
+    """Decoding, polarity and background, noise and ruled lines: the single-digit
+    pipeline's stages, at ``work_side`` pixels at most."""
+    img, source_size = decode(src, max_pixels, at_least=DECODE_SIDE, budget=budget)
+    record = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
+    gray, rgb = _working_image(img, work_side, record)
+    opts = Options(refine=False)  # no second looks: they look for one digit
+    ink = _ink(img, gray, rgb, gray.shape[1] / source_size[0], record, opts)
+    if isinstance(ink, Preprocessed):
+        return InkMap(np.zeros(gray.shape, np.float32), 1.0, ink)
+    ink, t, _ = _denoise(ink, record)
+    return InkMap(ink.astype(np.float32, copy=False), t, record)
+
+
+def digit_input(crop: np.ndarray, scale: float) -> Preprocessed:
+    """A crop of an ``InkMap`` holding one digit, brought to the model's 28x28 input by
+    the single-digit pipeline's last stages. ``scale``: working pixels per source pixel."""
+    record = Preprocessed(np.zeros((28, 28), np.float32))
+    return _fit_and_centre(crop, scale, record, Options())
+
+
 def _again(image: Image.Image, opts: Options) -> Preprocessed:
     """A second look: the pipeline on a crop of the decoded image (already in memory)."""
     return _look(*decode(image, at_least=DECODE_SIDE), opts)
@@ -328,17 +370,7 @@ def _clean(
     full: Image.Image, ink: np.ndarray, scale: float, result: Preprocessed, opts: Options
 ) -> np.ndarray | Preprocessed:
     """The digit's strokes alone: noise, ruled lines, specks and border marks removed."""
-    # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
-    # thin pens): capped, the mask keeps them; the noise floor below still uses it.
-    t = min(otsu(ink[ink > 0.05]), 0.25)
-    # Noise, paper texture, JPEG ringing: whatever the background away from the ink
-    # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
-    away = ~grow(ink > t, 3) & (ink < t)
-    noise = quantiles(ink[away], [0.995])[0] if away.any() else 0.0
-    ink[ink <= min(noise, 0.4 * t)] = 0.0
-    ink, bridges = remove_lines(ink, ink > t)
-    if bridges is not None:
-        result.steps.append("lines removed")
+    ink, t, bridges = _denoise(ink, result)
     mask = ink > t
     # Faint ink links the pieces of a broken stroke (docs/results.md#measured).
     strong = mask if bridges is None else mask | bridges
@@ -355,6 +387,23 @@ def _clean(
     ink *= grow(mask, rim)
     result.steps.append("specks and border marks removed")
     return ink
+
+
+def _denoise(ink: np.ndarray, result: Preprocessed) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """The ink with the background's noise and ruled lines removed, the level that counts
+    as a stroke, and where removed lines crossed strokes (or None)."""
+    # Otsu alone picks too high a threshold for faint or blurred strokes (motion blur,
+    # thin pens): capped, the mask keeps them; the noise floor below still uses it.
+    t = min(otsu(ink[ink > 0.05]), 0.25)
+    # Noise, paper texture, JPEG ringing: whatever the background away from the ink
+    # reaches, up to 40% of the ink threshold. Clean images keep their faint edges.
+    away = ~grow(ink > t, 3) & (ink < t)
+    noise = quantiles(ink[away], [0.995])[0] if away.any() else 0.0
+    ink[ink <= min(noise, 0.4 * t)] = 0.0
+    ink, bridges = remove_lines(ink, ink > t)
+    if bridges is not None:
+        result.steps.append("lines removed")
+    return ink, t, bridges
 
 
 def _fit_and_centre(

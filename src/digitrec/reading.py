@@ -1,0 +1,186 @@
+"""Reading whole numbers: every digit of an image, line by line, left to right.
+
+The image goes through the single-digit pipeline's decoding, polarity, background and
+clean-up stages (``preprocess.ink_map``); ``preprocess.segment`` finds its lines, pieces
+and marks; here the model reads each plausible grouping of neighbouring pieces (one
+piece, a digit written in two strokes, the halves of touching digits) and the reading
+with the best total score wins: segmentation by recognition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from digitrec.predictor import Predictor
+from digitrec.preprocess import (
+    ImageLike,
+    InkMap,
+    PixelBudget,
+    digit_input,
+    grow,
+    ink_map,
+)
+from digitrec.preprocess.segment import Line, find_lines, union_box, union_mask
+
+READ_SIDE = 1024  # the working size: a line of eight digits keeps ~100 px a digit
+MAX_PARTS = 4  # pieces one digit may be made of
+JOIN_GAP = 0.25  # pieces further apart than this share of the line's height are two digits
+MAX_WIDTH = 1.5  # no digit is wider than this share of its line's height
+# Each digit read adds this to a reading's log-probability: without it a model trained
+# with label smoothing (~0.92 for a sure digit) favours one digit over two sure ones.
+SEGMENT_BONUS = 0.1
+SHORT = 0.6  # a digit shorter than this share of its line's height costs (SHORT - r) * 4
+TOO_WIDE = 1.1  # a digit wider than this share of its line's height costs (r - TOO_WIDE) * 3
+CUT_COST = 0.4  # a digit starting at a cut through ink, not at a gap: the model must agree
+
+
+@dataclass
+class Char:
+    """One character read: a digit with the model's probabilities, or a mark."""
+
+    char: str
+    confidence: float
+    probabilities: list[float] | None  # None for a mark
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the source's pixels
+    line: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "char": self.char,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities]
+            if self.probabilities is not None
+            else None,
+            "box": list(self.box),
+            "line": self.line,
+        }
+
+
+@dataclass
+class Reading:
+    text: str  # lines joined by "\n"
+    confidence: float  # that every digit is right: the product of the digits' confidences
+    uncertain: bool  # some digit is below the predictor's "not sure" threshold
+    chars: list[Char] = field(default_factory=list)
+    source_size: tuple[int, int] = (0, 0)
+
+    @property
+    def blank(self) -> bool:
+        return not self.chars
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "confidence": round(self.confidence, 6),
+            "uncertain": self.uncertain,
+            "blank": self.blank,
+            "source_size": list(self.source_size),
+            "digits": [c.to_dict() for c in self.chars],
+        }
+
+
+def read(
+    predictor: Predictor,
+    src: ImageLike,
+    max_pixels: int | None = None,
+    budget: PixelBudget | None = None,
+) -> Reading:
+    """Every digit (and decimal point, comma, minus) in ``src``, as text."""
+    ink = ink_map(src, READ_SIDE, max_pixels, budget)
+    source_size = ink.record.source_size
+    lines = [] if ink.record.blank else find_lines(ink.ink > ink.threshold)
+    chars: list[Char] = []
+    for i, line in enumerate(lines):
+        chars += _read_line(predictor, ink, line, i)
+    texts = ["".join(c.char for c in chars if c.line == i) for i in range(len(lines))]
+    digits = [c for c in chars if c.probabilities is not None]
+    return Reading(
+        text="\n".join(t for t in texts if t),
+        confidence=math.prod(c.confidence for c in digits) if digits else 0.0,
+        uncertain=not digits or any(c.confidence < predictor.uncertain_below for c in digits),
+        chars=chars,
+        source_size=source_size,
+    )
+
+
+def _candidates(line: Line) -> list[tuple[int, int]]:
+    """(first, last) pieces of every grouping that may be one digit: up to ``MAX_PARTS``
+    neighbours, none further than ``JOIN_GAP`` from the rest, the whole not too wide."""
+    parts, h, out = line.parts, line.height, []
+    for i in range(len(parts)):
+        right = parts[i].x1
+        for j in range(i, min(len(parts), i + MAX_PARTS)):
+            if j > i and parts[j].x0 > right + JOIN_GAP * h:
+                break
+            right = max(right, parts[j].x1)
+            _, _, x0, x1 = union_box(parts[i : j + 1])
+            if j > i and x1 - x0 > MAX_WIDTH * h:
+                break
+            out.append((i, j))
+    return out
+
+
+def _shape_cost(box: tuple[int, int, int, int], height: float) -> float:
+    """How unlike one digit of its line a grouping is: too short, or too wide."""
+    y0, y1, x0, x1 = box
+    tall, wide = (y1 - y0) / height, (x1 - x0) / height
+    return 4 * max(0.0, SHORT - tall) + 3 * max(0.0, wide - TOO_WIDE)
+
+
+def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> list[Char]:
+    """The best reading of one line: the groupings of its pieces the model reads best."""
+    cands = _candidates(line)
+    if not cands:
+        return []
+    scale = ink.per_source[0]
+    rim = max(1, round(0.04 * line.height))
+    images, boxes = [], []
+    for i, j in cands:
+        box, mask = union_mask(line.parts[i : j + 1])
+        y0, y1, x0, x1 = box
+        images.append(digit_input(ink.ink[y0:y1, x0:x1] * grow(mask, rim), scale).image)
+        boxes.append(box)
+    probs = predictor.classify(np.stack(images))
+    scores = {
+        (i, j): math.log(max(float(p.max()), 1e-9))
+        + SEGMENT_BONUS
+        - _shape_cost(b, line.height)
+        - CUT_COST * line.parts[i].cut
+        for (i, j), p, b in zip(cands, probs, boxes, strict=True)
+    }
+    # best[k]: the best reading of the first k pieces, and the grouping that ends it.
+    n = len(line.parts)
+    best: list[tuple[float, tuple[int, int] | None]] = [(0.0, None)] + [(-math.inf, None)] * n
+    for (i, j), s in sorted(scores.items(), key=lambda kv: kv[0][1]):
+        if best[i][0] + s > best[j + 1][0]:
+            best[j + 1] = (best[i][0] + s, (i, j))
+    path, k = [], n
+    while k > 0:
+        step = best[k][1]
+        if step is None:  # unreachable: every single piece is a candidate
+            break
+        path.append(step)
+        k = step[0]
+    found = {c: (p, b) for c, p, b in zip(cands, probs, boxes, strict=True)}
+    chars = []
+    for c in reversed(path):
+        p, box = found[c]
+        d = int(p.argmax())
+        chars.append(Char(predictor.classes[d], float(p[d]), [float(v) for v in p],
+                          _to_source(box, ink), index))  # fmt: skip
+    for m in line.marks:
+        mb = (m.part.y0, m.part.y1, m.part.x0, m.part.x1)
+        chars.append(Char(m.char, 1.0, None, _to_source(mb, ink), index))
+    return sorted(chars, key=lambda ch: (ch.box[0] + ch.box[2]) / 2)
+
+
+def _to_source(box: tuple[int, int, int, int], ink: InkMap) -> tuple[int, int, int, int]:
+    """A working-size (y0, y1, x0, x1) as (x0, y0, x1, y1) in the source's pixels."""
+    (y0, y1, x0, x1), (sx, sy) = box, ink.per_source
+    sw, sh = ink.record.source_size
+    return (min(math.floor(x0 / sx), sw - 1), min(math.floor(y0 / sy), sh - 1),
+            max(min(math.ceil(x1 / sx), sw), 1), max(min(math.ceil(y1 / sy), sh), 1))  # fmt: skip
