@@ -17,6 +17,7 @@ from PIL import Image
 
 from digitrec.data import Dataset, load_dataset
 from digitrec.models import build_model
+from digitrec.predictor import Predictor
 from digitrec.recipes import make_config
 from digitrec.train import TrainResult, train
 
@@ -102,3 +103,44 @@ def assert_drawn(path: Path) -> None:
     assert min(a.shape) >= 100 and a.std() > 5, (
         f"{path}: blank or tiny ({a.shape}, std {a.std():.1f})"
     )
+
+
+@pytest.fixture(scope="session")
+def glyphs(mnist) -> dict[int, np.ndarray]:
+    """One test digit of each class, cropped to its ink, that the model reads alone."""
+    predictor, out = Predictor.load(), {}
+    for img, label in zip(mnist.test_images.numpy(), mnist.test_labels.tolist(), strict=True):
+        if label not in out and predictor.predict_one(img).digit == label:
+            rows, cols = np.flatnonzero(img.any(1)), np.flatnonzero(img.any(0))
+            out[label] = img[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        if len(out) == 10:
+            return out
+    raise AssertionError("no test digit of some class is read right")
+
+
+def compose(glyphs, lines: list[str], scale: int = 3, gap: int = 6):
+    """Dark digits on white, each line's characters ``gap`` MNIST px apart, lines 12 px
+    apart; '.' is a dot on the baseline. Returns the image and each digit's box."""
+    rows = []
+    for text in lines:
+        canvas, boxes, x = np.zeros((24, 8 + 30 * len(text)), np.uint8), [], 4
+        for ch in text:
+            if ch == ".":
+                canvas[19:22, x : x + 3] = 255
+                x += 3 + gap
+                continue
+            g = glyphs[int(ch)]
+            y = 2 + (20 - g.shape[0]) // 2
+            canvas[y : y + g.shape[0], x : x + g.shape[1]] = g
+            boxes.append((x, y, x + g.shape[1], y + g.shape[0]))
+            x += g.shape[1] + gap
+        rows.append((canvas[:, : x + 4 - gap], boxes))
+    width = max(c.shape[1] for c, _ in rows)
+    page = np.zeros((sum(c.shape[0] + 12 for c, _ in rows), width), np.uint8)
+    all_boxes, y = [], 0
+    for c, boxes in rows:
+        page[y : y + c.shape[0], : c.shape[1]] = c
+        all_boxes += [(x0, y0 + y, x1, y1 + y) for x0, y0, x1, y1 in boxes]
+        y += c.shape[0] + 12
+    img = Image.fromarray(255 - page).resize((width * scale, page.shape[0] * scale))
+    return img, [tuple(v * scale for v in b) for b in all_boxes]

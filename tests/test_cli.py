@@ -285,3 +285,37 @@ def test_export_and_every_backend_from_the_command_line(trained_run, mnist, tmp_
     r = run_cli("evaluate", str(run / "best.safetensors"))
     assert r.returncode == 0 and "fast on mnist test: accuracy 0.9" in r.stdout, r.stderr
     assert_drawn(run / "best-report" / "confusion.png")
+
+
+def test_read_prints_each_number_and_json_gives_every_digit(tmp_path, glyphs):
+    from conftest import compose
+
+    files = {"year.png": ["2026"], "two.png": ["31", "415"], "pi.png": ["3.14"]}
+    for name, lines in files.items():
+        compose(glyphs, lines)[0].save(tmp_path / name)
+    Image.new("L", (200, 80), 255).save(tmp_path / "blank.png")
+    r = run_cli("read", str(tmp_path / "year.png"))
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "2026", r.stdout + r.stderr
+    r = run_cli("read", str(tmp_path))
+    out = r.stdout.splitlines()
+    assert r.returncode == 0 and f"{tmp_path / 'blank.png'}: no digits found" in out[0], out
+    assert out[1] == f"{tmp_path / 'pi.png'}: 3.14" and out[2] == f"{tmp_path / 'two.png'}: 31"
+    assert out[3] == " " * len(f"{tmp_path / 'two.png'}: ") + "415" and out[4].endswith("2026")
+    r = run_cli("read", str(tmp_path / "two.png"), str(tmp_path / "missing.png"), "--json")
+    two, missing = json.loads(r.stdout)
+    assert r.returncode == 1 and "error" in missing and two["text"] == "31\n415"
+    assert {"file", "text", "confidence", "uncertain", "digits"} <= set(two)
+    first = two["digits"][0]
+    assert first["char"] == "3" and first["line"] == 0 and len(first["probabilities"]) == 10
+    assert two["digits"][-1]["line"] == 1 and len(first["box"]) == 4
+
+
+def test_predict_says_when_an_image_holds_a_number(tmp_path, glyphs):
+    from conftest import compose
+
+    compose(glyphs, ["4096"])[0].save(tmp_path / "n.png")
+    r = run_cli("predict", str(tmp_path / "n.png"))
+    assert r.returncode == 0 and "more than one digit ('4096')" in r.stdout, r.stdout
+    assert f"digitrec read {tmp_path / 'n.png'}" in r.stdout
+    compose(glyphs, ["4"])[0].save(tmp_path / "one.png")
+    assert "more than one digit" not in run_cli("predict", str(tmp_path / "one.png")).stdout

@@ -24,6 +24,7 @@ EPILOG = """examples:
   digitrec predict my_digit.png another.jpg
   digitrec predict photos/
   digitrec predict --random 20
+  digitrec read number.png
 
 environment:
   DIGITREC_DATA_DIR   where datasets live (default ~/.cache/digitrec/data)
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ensemble_command(sub)
     _add_evaluate_commands(sub)
     _add_predict_commands(sub)
+    _add_read_command(sub)
     _add_apps_commands(sub)
     _add_export_commands(sub)
     return parser
@@ -225,6 +227,24 @@ def _add_predict_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     _backend_arg(p)
     _data_args(p, dataset=False)
+
+
+def _add_read_command(sub: argparse._SubParsersAction) -> None:
+    """`read`: every digit of a number, in lines."""
+    from digitrec.preprocess import FORMAT_NAMES
+
+    p = sub.add_parser(
+        "read",
+        help="read whole numbers: every digit in each image, line by line",
+        description="Find every digit in each image and print the number, one line of "
+        "text per line of digits, with '.', ',' and a leading '-' where written.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=f"{FORMAT_NAMES} files, or folders")
+    p.add_argument("--json", action="store_true", help="one record per file, each character's "
+                   "box (source pixels), confidence and probabilities")  # fmt: skip
+    p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
+    p.add_argument("--runs-dir")
+    _backend_arg(p)
 
 
 def _add_apps_commands(sub: argparse._SubParsersAction) -> None:
@@ -477,6 +497,7 @@ def cmd_predict(args) -> int:
     if args.random:
         return _predict_random(predictor, args)
     from digitrec.errors import ImageError
+    from digitrec.reading import read
 
     results, failed = [], 0
     for path in files:
@@ -490,6 +511,8 @@ def cmd_predict(args) -> int:
             continue
         top3 = [{"label": predictor.classes[d], "probability": p} for d, p in pred.top(3)]
         results.append({"file": path, **pred.to_dict(), "top3": top3})
+        if args.json and not pred.blank:
+            results[-1]["read"] = read(predictor, path).text
         if args.json:
             continue
         if pred.blank:
@@ -498,8 +521,45 @@ def cmd_predict(args) -> int:
             top = ", ".join(f"{predictor.classes[d]} {p:.1%}" for d, p in pred.top(3))
             flag = "  (not sure)" if pred.uncertain else ""
             print(f"{path}: {pred.label}  top-3: {top}{flag}")
+            if len(number := read(predictor, path).text.replace("\n", "")) > 1:
+                print(f"  this image holds more than one digit ({number!r}): "
+                      f"`digitrec read {path}` reads them all")  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def cmd_read(args) -> int:
+    from digitrec.errors import ImageError
+    from digitrec.predictor import Predictor
+    from digitrec.reading import read
+
+    files = image_files(args.images)
+    predictor = Predictor.load(args.model_path, args.runs_dir, backend=args.backend)
+    records, failed = [], 0
+    for path in files:
+        try:
+            r = read(predictor, path)
+        except ImageError as exc:
+            failed += 1
+            records.append({"file": path, "error": str(exc)})
+            if not args.json:
+                print(f"error: {exc}")
+            continue
+        records.append({"file": path, **r.to_dict()})
+        if args.json:
+            continue
+        head = f"{path}: " if len(files) > 1 else ""
+        if r.blank:
+            print(f"{head}no digits found (the image is blank or nearly blank)")
+            continue
+        flag = "  (not sure)" if r.uncertain else ""
+        first, *rest = r.text.split("\n")
+        print(f"{head}{first}{flag}")
+        for line in rest:
+            print(" " * len(head) + line)
+    if args.json:
+        print(json.dumps(records, indent=2))
     return 1 if failed else 0
 
 
@@ -624,6 +684,7 @@ COMMANDS = {
     "runs": cmd_runs,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "read": cmd_read,
 }
 
 

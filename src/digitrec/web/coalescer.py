@@ -74,6 +74,11 @@ class Coalescer:
         done, _ = await asyncio.wait({self.probe}, timeout=within)
         return bool(done) and not self.probe.cancelled() and self.probe.exception() is None
 
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn`` in one of the preprocessing threads (reading a number: the pipeline and
+        the model in turn, too many model calls for the queue to gather)."""
+        return await self._in_thread(fn)
+
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
         if self.limiter is None:
             self.limiter = anyio.CapacityLimiter(self.threads)

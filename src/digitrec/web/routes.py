@@ -18,9 +18,10 @@ from PIL import Image
 from digitrec.errors import ImageError, ImageTooLarge
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import PixelBudget
+from digitrec.reading import read
 from digitrec.web.bodies import BadRequest, items_from
 from digitrec.web.coalescer import Coalescer
-from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, request_body
+from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, ReadingBody, request_body
 from digitrec.web.settings import READY_WITHIN, Limits
 
 STATIC = resources.files("digitrec.web") / "static"
@@ -119,6 +120,35 @@ async def predict_batch(
     items = await items_from(request, batch=True, limits=limits)
     preds = await predictions(items, p, limits, coalescer)
     return JSONResponse({"predictions": [answer(pr, p, started) for pr in preds]})
+
+
+@router.post(
+    "/api/read",
+    summary="Read a whole number",
+    response_model=None,
+    responses={200: {"model": ReadingBody, "description": "The reading"}, **ERRORS},
+    openapi_extra=request_body(batch=False),
+)
+async def read_number(
+    request: Request, p: PredictorDep, limits: LimitsDep, coalescer: CoalescerDep
+) -> JSONResponse:
+    """Every digit in the image, line by line: the same request forms and limits as
+    `/api/predict`. The answer's `text` is the number; `digits` has each character's box
+    in the image's pixels and its confidence."""
+    started = time.perf_counter()
+    [item] = await items_from(request, batch=False, limits=limits)
+    budget = PixelBudget(limits.max_request_pixels)
+    try:
+        reading = await coalescer.call(lambda: read(p, item, limits.max_pixels, budget))
+    except ImageTooLarge as exc:
+        raise BadRequest(413, str(exc)) from None
+    except ImageError as exc:
+        raise BadRequest(422, str(exc)) from None
+    return JSONResponse({
+        **reading.to_dict(),
+        "model": {"name": p.name, "version": model_version(p)},
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    })  # fmt: skip
 
 
 @router.get("/api/model", summary="The loaded model", responses={503: ERRORS[503]})

@@ -39,6 +39,25 @@ class PredictionBody(BaseModel):
     latency_ms: float = Field(description="Server-side time for this request")
 
 
+class CharBody(BaseModel):
+    char: str = Field(description="A digit, or '.', ',' or '-' where written")
+    confidence: float = Field(description="The digit's probability (1 for a mark)")
+    probabilities: list[float] | None = Field(description="One per digit; null for a mark")
+    box: list[int] = Field(description="x0, y0, x1, y1 in the uploaded image's pixels")
+    line: int = Field(description="Which line of writing, 0 at the top")
+
+
+class ReadingBody(BaseModel):
+    text: str = Field(description="The number as written; several lines joined by newlines")
+    confidence: float = Field(description="That every digit is right: their product")
+    uncertain: bool = Field(description="Some digit under the 'not sure' threshold, or none")
+    blank: bool = Field(description="No digits found")
+    source_size: list[int] = Field(description="The image's width and height")
+    digits: list[CharBody] = Field(description="Every character, line by line, left to right")
+    model: ModelRef
+    latency_ms: float = Field(description="Server-side time for this request")
+
+
 class BatchBody(BaseModel):
     predictions: list[PredictionBody] = Field(description="In the order the images were sent")
 

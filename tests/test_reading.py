@@ -1,0 +1,121 @@
+"""Reading whole numbers: real MNIST digits composed into numbers, read back as text with
+each digit's box in the image's own pixels; through the API as through the library."""
+
+import base64
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from conftest import compose, encode
+from digitrec.predictor import Predictor
+from digitrec.reading import read
+from digitrec.web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load()
+
+
+def test_a_number_reads_as_its_digits_with_their_boxes_in_source_pixels(predictor, glyphs):
+    img, boxes = compose(glyphs, ["4096"])
+    r = read(predictor, encode(img))
+    assert r.text == "4096" and not r.blank and r.source_size == img.size
+    assert [c.line for c in r.chars] == [0] * 4
+    for c, (x0, y0, x1, y1) in zip(r.chars, boxes, strict=True):
+        cx, cy = (c.box[0] + c.box[2]) / 2, (c.box[1] + c.box[3]) / 2
+        assert x0 <= cx <= x1 and y0 <= cy <= y1, (c.box, (x0, y0, x1, y1))
+        assert len(c.probabilities) == 10 and c.confidence == max(c.probabilities)
+    assert r.confidence == pytest.approx(np.prod([c.confidence for c in r.chars]))
+
+
+def test_every_digit_in_order(predictor, glyphs):
+    img, _ = compose(glyphs, ["1234567890"])
+    assert read(predictor, encode(img)).text == "1234567890"
+
+
+def test_two_lines_read_top_to_bottom(predictor, glyphs):
+    img, _ = compose(glyphs, ["2026", "731"])
+    r = read(predictor, encode(img))
+    assert r.text == "2026\n731" and [c.line for c in r.chars] == [0] * 4 + [1] * 3
+
+
+def test_a_decimal_point_is_a_point_not_a_one(predictor, glyphs):
+    img, _ = compose(glyphs, ["3.14"])
+    r = read(predictor, encode(img))
+    assert r.text == "3.14"
+    point = r.chars[1]
+    assert point.char == "." and point.probabilities is None
+
+
+def test_one_digit_reads_as_that_digit_and_a_blank_as_nothing(predictor, glyphs):
+    img, _ = compose(glyphs, ["7"])
+    assert read(predictor, encode(img)).text == "7"
+    r = read(predictor, encode(Image.new("L", (300, 100), 255)))
+    assert r.blank and r.text == "" and r.uncertain and r.confidence == 0.0
+
+
+def test_a_digit_drawn_in_two_strokes_is_one_digit(predictor):
+    """A 7 whose bar and stem are two strokes, a 1 after it: the pieces that overlap
+    across belong together."""
+    img = Image.new("L", (300, 160), 255)
+    d = ImageDraw.Draw(img)
+    d.line([(30, 30), (100, 30)], fill=0, width=9)  # the 7's bar, lifted pen
+    d.line([(100, 42), (60, 130)], fill=0, width=9)  # its stem, not touching the bar
+    d.line([(190, 30), (190, 130)], fill=0, width=9)  # a 1
+    assert read(predictor, encode(img)).text == "71"
+
+
+def test_specks_and_a_ruled_line_are_ignored(predictor, glyphs):
+    img, _ = compose(glyphs, ["58"])
+    a = np.asarray(img).copy()
+    a[a.shape[0] - 6 : a.shape[0] - 4, :] = 40  # a ruled line across the page
+    a[5:7, 5:7] = 0  # specks
+    a[5:7, -8:-6] = 0
+    assert read(predictor, encode(Image.fromarray(a))).text == "58"
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor)) as c:
+        yield c
+
+
+def test_the_api_reads_numbers_in_every_input_form(client, glyphs):
+    img, boxes = compose(glyphs, ["42"])
+    png = encode(img)
+    forms = [
+        {"files": {"file": ("n.png", png, "image/png")}},
+        {"content": png, "headers": {"content-type": "image/png"}},
+        {"json": {"image": base64.b64encode(png).decode()}},
+    ]
+    for kw in forms:
+        r = client.post("/api/read", **kw)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["text"] == "42" and body["source_size"] == list(img.size)
+        assert [d["char"] for d in body["digits"]] == ["4", "2"]
+        assert body["digits"][0]["box"][2] <= boxes[1][0] + 6  # the 4 ends before the 2
+        assert body["model"]["name"] and body["latency_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "status", "words"),
+    [
+        ({"content": b"not an image", "headers": {"content-type": "image/png"}}, 422, "image"),
+        ({"json": {"image": "%%%"}}, 422, "base64"),
+        ({"json": {"nothing": 1}}, 422, "image"),
+    ],
+)
+def test_bad_input_to_read_is_a_4xx_with_a_reason(client, kw, status, words):
+    r = client.post("/api/read", **kw)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+
+
+def test_read_is_documented(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/api/read"]["post"]
+    assert {"413", "422"} <= set(op["responses"]) and "multipart/form-data" in str(op)
+    assert "ReadingBody" in spec["components"]["schemas"]
