@@ -178,3 +178,73 @@ def test_phone_sized_screen(browser, server):
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / "web-phone.png"), full_page=True)
     context.close()
+
+
+def trace(page, digit: np.ndarray, left: float, top: float, cell: float) -> None:
+    """``digit`` traced with the mouse, one stroke per run of ink, its 28x28 grid placed at
+    (left, top) page pixels, ``cell`` pixels a grid pixel."""
+    for r, c0, c1 in ink_runs(digit):
+        page.mouse.move(left + c0 * cell, top + r * cell)
+        page.mouse.down()
+        page.mouse.move(left + c1 * cell, top + r * cell, steps=3)
+        page.mouse.up()
+
+
+# Strokes as a person writes them, in a unit box (x right, y down): a 4 in two strokes, a 2.
+PEN = {
+    "4": [[(0.55, 0.0), (0.05, 0.65), (0.8, 0.65)], [(0.6, 0.3), (0.6, 1.0)]],
+    "2": [
+        [(0.05, 0.25), (0.25, 0.02), (0.6, 0.0), (0.8, 0.2), (0.7, 0.5), (0.0, 1.0), (0.85, 1.0)]
+    ],
+}
+
+
+def write(page, text: str, left: float, top: float, size: float) -> None:
+    """``text`` written with the mouse, each character ``size`` px tall, 0.8 of that apart."""
+    for k, ch in enumerate(text):
+        x0 = left + k * 0.8 * size
+        for stroke in PEN[ch]:
+            (x, y), *rest = stroke
+            page.mouse.move(x0 + x * 0.6 * size, top + y * size)
+            page.mouse.down()
+            for x, y in rest:
+                page.mouse.move(x0 + x * 0.6 * size, top + y * size, steps=6)
+            page.mouse.up()
+
+
+def test_number_mode_reads_a_drawn_number_and_boxes_each_digit(page, tmp_path):
+    page.click("text=A number")
+    box = page.locator("#canvas").bounding_box()
+    assert box["width"] > 2.5 * box["height"]  # a wide canvas for a number
+    write(page, "42", box["x"] + box["width"] * 0.3, box["y"] + 0.2 * box["height"],
+          0.6 * box["height"])  # fmt: skip
+    settle(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-number.png"), full_page=True)
+    assert page.locator("#number").inner_text() == "42"
+    assert page.locator("#chars li").count() == 2
+    assert not page.locator("#bars").is_visible()  # the single-digit answer is hidden
+    page.locator("#overlay").screenshot(path=str(tmp_path / "overlay.png"))
+    drawn = np.asarray(Image.open(tmp_path / "overlay.png").convert("RGB"), np.int16)
+    blue = (drawn[..., 2] > 180) & (drawn[..., 0] < 90)  # the boxes' colour over the ink
+    assert blue.sum() > 100, "no box drawn over the digits"
+    page.keyboard.press("Escape")
+    assert page.locator("#number").inner_text() == "?"
+
+
+def test_number_mode_reads_an_uploaded_photo_of_a_number(page, glyphs, tmp_path):
+    from conftest import compose
+
+    img, _ = compose(glyphs, ["2026"])
+    path = tmp_path / "year.jpg"
+    img.convert("RGB").save(path, quality=90)
+    if page.locator("#numberanswer").is_hidden():
+        page.click("text=A number")
+    page.set_input_files("#file", str(path))
+    settle(page)
+    assert page.locator("#number").inner_text() == "2026"
+    assert not page.locator("#thumbfig").is_visible()  # the photo is on the canvas instead
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-number-photo.png"), full_page=True)
+    page.click("text=One digit")
+    assert page.locator("#digit").is_visible() and page.locator("#number").is_hidden()

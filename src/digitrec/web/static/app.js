@@ -1,4 +1,5 @@
-// digitrec drawing page: pointer strokes on a canvas, live predictions from /api/predict.
+// digitrec drawing page: pointer strokes on a canvas, live answers from /api/predict (one
+// digit) or /api/read (a number, on a wide canvas, each digit boxed over the drawing).
 "use strict";
 
 const canvas = document.getElementById("canvas");
@@ -7,27 +8,39 @@ const $ = (id) => document.getElementById(id);
 const strokes = [];          // each stroke: array of [x, y] in canvas pixels
 let current = null;          // the stroke being drawn
 let inflight = false, queued = false, lastSent = 0;
+let mode = "digit";          // "digit" or "number"
+let photo = null;            // an uploaded image shown on the canvas in number mode
+const overlay = document.getElementById("overlay");
+const octx = overlay.getContext("2d");
 const LIVE_MS = 150;         // at most one request per 150 ms while drawing
 
-// The canvas keeps a 280x280 drawing buffer scaled to the device's pixel ratio,
-// so lines are sharp on HiDPI screens; coordinates are stored in CSS pixels.
+// The canvas keeps a drawing buffer scaled to the device's pixel ratio, so lines are
+// sharp on HiDPI screens; coordinates are stored in CSS pixels.
 function fitCanvas() {
   const ratio = window.devicePixelRatio || 1;
-  const size = canvas.getBoundingClientRect().width;
-  canvas.width = Math.round(size * ratio);
-  canvas.height = Math.round(size * ratio);
+  const { width, height } = canvas.getBoundingClientRect();
+  for (const c of [canvas, overlay]) {
+    c.width = Math.round(width * ratio);
+    c.height = Math.round(height * ratio);
+  }
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  octx.setTransform(ratio, 0, 0, ratio, 0, 0);
   redraw();
 }
 
 function brushWidth() {
-  return canvas.getBoundingClientRect().width / 14;  // MNIST-like pen for a digit filling the pad
+  // MNIST-like pen for a digit as tall as the pad
+  return canvas.getBoundingClientRect().height / 14;
 }
 
 function redraw() {
-  const size = canvas.getBoundingClientRect().width;
+  const { width, height } = canvas.getBoundingClientRect();
   ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, size, size);
+  ctx.fillRect(0, 0, width, height);
+  if (photo) {
+    const g = photoFit();
+    ctx.drawImage(photo, g.ox, g.oy, photo.width * g.k, photo.height * g.k);
+  }
   ctx.strokeStyle = "#111";
   ctx.fillStyle = "#111";
   ctx.lineCap = "round";
@@ -66,6 +79,7 @@ canvas.addEventListener("pointerdown", (e) => {
   current = [point(e)];
   strokes.push(current);
   hideThumb();
+  photo = null;  // drawing starts afresh over an uploaded photo
   redraw();
 });
 canvas.addEventListener("pointermove", (e) => {
@@ -85,12 +99,14 @@ canvas.addEventListener("pointercancel", endStroke);
 
 function clearAll() {
   strokes.length = 0;
+  photo = null;
   redraw();
   hideThumb();
   showEmpty();
 }
 function undo() {
   strokes.pop();
+  photo = null;
   redraw();
   if (strokes.length) predictCanvas(); else showEmpty();
 }
@@ -115,20 +131,21 @@ function predictCanvas() {
   }, "image/png");
 }
 
-// What goes to the server: the drawing at no more than SEND_PX pixels a side, the size
-// the server's pipeline works at (preprocess.WORK_SIDE). A HiDPI buffer (1080 px on a
-// phone) is a PNG the server takes tens of milliseconds to decode, only to shrink it to
-// 128 px before anything else; at 128 it decodes a third fewer pixels than at 160 and
-// shrinks nothing (0.99 against 1.12 ms a drawing, the same accuracy on validation digits).
-const SEND_PX = 128;
+// What goes to the server: the drawing at no more than the size the server works at,
+// preprocess.WORK_SIDE for a digit and reading.READ_SIDE for a number. A HiDPI buffer
+// (1080 px on a phone) is a PNG the server takes tens of milliseconds to decode, only to
+// shrink it first (see docs/results.md#measured).
+const SEND_PX = { digit: 128, number: 1024 };
 const sendCanvas = document.createElement("canvas");
 function sendable() {
-  if (canvas.width <= SEND_PX) return canvas;
-  sendCanvas.width = sendCanvas.height = SEND_PX;
+  const f = Math.min(1, SEND_PX[mode] / Math.max(canvas.width, canvas.height));
+  if (f === 1) return canvas;
+  sendCanvas.width = Math.round(canvas.width * f);
+  sendCanvas.height = Math.round(canvas.height * f);
   const c = sendCanvas.getContext("2d");
   c.imageSmoothingEnabled = true;
   c.imageSmoothingQuality = "high";
-  c.drawImage(canvas, 0, 0, SEND_PX, SEND_PX);
+  c.drawImage(canvas, 0, 0, sendCanvas.width, sendCanvas.height);
   return sendCanvas;
 }
 
@@ -141,10 +158,13 @@ function busy(on) {
 async function send(body, type) {
   try {
     const headers = type ? { "Content-Type": type } : {};  // FormData sets its own boundary
-    const res = await fetch("/api/predict", { method: "POST", headers, body });
+    const asked = mode;
+    const url = asked === "number" ? "/api/read" : "/api/predict";
+    const res = await fetch(url, { method: "POST", headers, body });
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(data.detail || `the server answered ${res.status}`);
-    show(data);
+    if (asked !== mode) return;  // the mode changed meanwhile: this answer is for neither
+    if (asked === "number") showReading(data); else show(data);
   } catch (err) {
     showError(err.message === "Failed to fetch" ? "The server cannot be reached." : err.message);
   }
@@ -181,10 +201,78 @@ function bars(probs) {
   });
 }
 
+// ------------------------------------------------------------------ numbers
+
+// Where an uploaded photo sits on the canvas: scaled to fit, centred.
+function photoFit() {
+  const { width, height } = canvas.getBoundingClientRect();
+  const k = Math.min(width / photo.width, height / photo.height);
+  return { k, ox: (width - photo.width * k) / 2, oy: (height - photo.height * k) / 2 };
+}
+
+function showReading(r) {
+  $("error").hidden = true;
+  const number = $("number");
+  number.textContent = r.blank ? "?" : r.text;
+  number.classList.toggle("unsure", r.uncertain);
+  $("confidence").textContent = r.blank
+    ? "No digits found"
+    : `${(r.confidence * 100).toFixed(1)}% sure of every digit`;
+  $("status").textContent = r.blank ? "The image looks blank."
+    : r.uncertain ? "Not sure of some digit (in grey): try writing it clearer." : "";
+  const list = $("chars");
+  list.innerHTML = "";
+  for (const c of r.digits) {
+    const li = document.createElement("li");
+    const sure = c.probabilities ? `${(c.confidence * 100).toFixed(0)}%` : "mark";
+    li.innerHTML = `<b>${c.char}</b><span>${sure}</span>`;
+    if (c.probabilities && c.confidence < 0.6) li.className = "unsure";
+    list.appendChild(li);
+  }
+  boxes(r);
+}
+
+// Each character's box over the drawing or the photo, from the source's pixels.
+function boxes(r) {
+  const { width, height } = canvas.getBoundingClientRect();
+  octx.clearRect(0, 0, width, height);
+  if (!r || r.blank) return;
+  const g = photo ? photoFit() : { k: width / r.source_size[0], ox: 0, oy: 0 };
+  octx.lineWidth = 2;
+  octx.font = "600 13px system-ui, sans-serif";
+  for (const c of r.digits) {
+    const [x0, y0, x1, y1] = c.box.map((v, i) => (i % 2 ? g.oy : g.ox) + v * g.k);
+    const color = c.probabilities && c.confidence < 0.6 ? "#b45309" : "#2563eb";
+    octx.strokeStyle = octx.fillStyle = color;
+    octx.strokeRect(x0 - 2, y0 - 2, x1 - x0 + 4, y1 - y0 + 4);
+    const label = y0 > 18 ? y0 - 6 : y1 + 16;  // above the box, or below it at the top edge
+    if (c.probabilities) octx.fillText(`${c.char} ${(c.confidence * 100).toFixed(0)}%`, x0, label);
+  }
+}
+
+function setMode(next) {
+  mode = next;
+  document.body.classList.toggle("number-mode", mode === "number");
+  $("numberanswer").hidden = mode !== "number";
+  canvas.setAttribute("aria-label", mode === "number"
+    ? "Drawing canvas: write a number with the mouse, a pen or a finger"
+    : "Drawing canvas: draw one digit with the mouse, a pen or a finger");
+  strokes.length = 0;
+  photo = null;
+  hideThumb();
+  fitCanvas();
+  showEmpty();
+}
+document.querySelectorAll("input[name=mode]").forEach((el) =>
+  el.addEventListener("change", () => setMode(el.value)));
+
 function showEmpty() {
+  boxes(null);
+  $("number").textContent = "?";
+  $("chars").innerHTML = "";
   $("digit").textContent = "?";
   $("digit").classList.add("unsure");
-  $("confidence").textContent = "Draw a digit to start";
+  $("confidence").textContent = mode === "number" ? "Write a number to start" : "Draw a digit to start";
   $("status").textContent = "";
   $("error").hidden = true;
   bars(new Array(10).fill(0));
@@ -210,10 +298,19 @@ function predictFile(file) {
     return;
   }
   strokes.length = 0;
+  photo = null;
   redraw();
-  $("thumb").src = URL.createObjectURL(file);
-  $("thumbcap").textContent = file.name || "pasted image";
-  $("thumbfig").hidden = false;
+  boxes(null);
+  const url = URL.createObjectURL(file);
+  if (mode === "number") {  // the photo on the canvas, the boxes over it
+    const img = new Image();
+    img.onload = () => { photo = img; redraw(); };
+    img.src = url;
+  } else {
+    $("thumb").src = url;
+    $("thumbcap").textContent = file.name || "pasted image";
+    $("thumbfig").hidden = false;
+  }
   const form = new FormData();
   form.append("file", file, file.name || "pasted.png");
   busy(true);
