@@ -24,3 +24,21 @@ def ink_runs(
                 c += 1
             runs.append((r + 0.5, start + 0.5, c - 0.5))
     return runs
+
+
+# Strokes as a person writes them, in a unit box (x right, y down): a 4 in two strokes, a 2.
+PEN = {
+    "4": [[(0.55, 0.0), (0.05, 0.65), (0.8, 0.65)], [(0.6, 0.3), (0.6, 1.0)]],
+    "2": [[(0.05, 0.25), (0.25, 0.02), (0.6, 0.0), (0.8, 0.2), (0.7, 0.5), (0.0, 1.0),
+           (0.85, 1.0)]],
+}  # fmt: skip
+
+
+def written(text: str, left: float, top: float, size: float) -> list[list[tuple[float, float]]]:
+    """The strokes of ``text`` (characters of ``PEN``), each ``size`` tall and 0.6 of that
+    wide, 0.8 of ``size`` apart, from (left, top), in the caller's pixels."""
+    return [
+        [(left + k * 0.8 * size + x * 0.6 * size, top + y * size) for x, y in stroke]
+        for k, ch in enumerate(text)
+        for stroke in PEN[ch]
+    ]

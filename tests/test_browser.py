@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import free_port, missing_system_package
 from digitrec.runs import shipped_model_path
-from strokes import ink_runs
+from strokes import ink_runs, written
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -190,26 +190,14 @@ def trace(page, digit: np.ndarray, left: float, top: float, cell: float) -> None
         page.mouse.up()
 
 
-# Strokes as a person writes them, in a unit box (x right, y down): a 4 in two strokes, a 2.
-PEN = {
-    "4": [[(0.55, 0.0), (0.05, 0.65), (0.8, 0.65)], [(0.6, 0.3), (0.6, 1.0)]],
-    "2": [
-        [(0.05, 0.25), (0.25, 0.02), (0.6, 0.0), (0.8, 0.2), (0.7, 0.5), (0.0, 1.0), (0.85, 1.0)]
-    ],
-}
-
-
 def write(page, text: str, left: float, top: float, size: float) -> None:
-    """``text`` written with the mouse, each character ``size`` px tall, 0.8 of that apart."""
-    for k, ch in enumerate(text):
-        x0 = left + k * 0.8 * size
-        for stroke in PEN[ch]:
-            (x, y), *rest = stroke
-            page.mouse.move(x0 + x * 0.6 * size, top + y * size)
-            page.mouse.down()
-            for x, y in rest:
-                page.mouse.move(x0 + x * 0.6 * size, top + y * size, steps=6)
-            page.mouse.up()
+    """``text`` written with the mouse, each character ``size`` px tall."""
+    for stroke in written(text, left, top, size):
+        page.mouse.move(*stroke[0])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(x, y, steps=6)
+        page.mouse.up()
 
 
 def test_number_mode_reads_a_drawn_number_and_boxes_each_digit(page, tmp_path):

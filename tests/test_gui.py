@@ -10,20 +10,21 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import missing_system_package
+from conftest import compose, missing_system_package
 from digitrec.checkpoint import save_model
 from digitrec.errors import CheckpointError
-from digitrec.gui import BRUSH, Drawing, Session, describe, title_for
+from digitrec.gui import BRUSH, NUMBER_ASPECT, Drawing, Session, describe, title_for
 from digitrec.models import build_model
 from digitrec.predictor import Predictor
 from digitrec.runs import shipped_model_path
-from strokes import ink_runs
+from strokes import ink_runs, written
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -112,6 +113,20 @@ def test_switching_models_and_keeping_the_old_one_on_errors(session, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_number_written_on_a_wide_drawing_is_read(session, glyphs):
+    d = Drawing(NUMBER_ASPECT)
+    for stroke in written("42", 1.0, 0.2, 0.6):  # in units of the canvas's height
+        d.begin(stroke[0])
+        for p in stroke[1:]:
+            d.extend(p)
+    img = d.render(200)
+    assert img.size == (600, 200)
+    r = session.read(img)
+    assert r.text == "42" and title_for(r) == "digitrec: 42"
+    assert title_for(session.read(Image.new("L", (600, 200), 255))) == "digitrec: no digits"
+    assert session.read(compose(glyphs, ["31", "415"])[0]).text == "31\n415"
+
+
 def test_without_tkinter_the_command_says_how_to_install_it(tmp_path):
     blocker = tmp_path / "tkinter.py"
     blocker.write_text("raise ImportError('No module named _tkinter')\n")
@@ -299,6 +314,50 @@ def test_an_answer_to_a_drawing_cleared_since_is_not_shown(app, mnist):
     app.root.update()
     assert app.prediction is None and app.root.title() == "digitrec"
     assert app.digit.cget("text") == "–"
+
+
+def write_with_events(app, text: str) -> None:
+    """``text`` written on the canvas widget with press, drag and release events."""
+    side = app.side
+    for stroke in written(text, 0.35 * side * NUMBER_ASPECT, 0.2 * side, 0.6 * side):
+        (x, y), *rest = stroke
+        app.canvas.event_generate("<ButtonPress-1>", x=round(x), y=round(y))
+        for (xa, ya), (xb, yb) in pairwise([(x, y), *rest]):
+            for t in (0.33, 0.66, 1.0):
+                px, py = round(xa + t * (xb - xa)), round(ya + t * (yb - ya))
+                app.canvas.event_generate("<B1-Motion>", x=px, y=py, state=0x100)
+        app.canvas.event_generate("<ButtonRelease-1>", x=round(rest[-1][0]), y=round(rest[-1][1]))
+    app.root.update()
+
+
+@pytest.mark.slow
+def test_number_mode_in_the_window(app, glyphs, tmp_path, display):
+    app.root.nametowidget("side.modes.number").invoke()
+    app.root.update()
+    width, height = int(app.canvas.cget("width")), app.side
+    assert width == round(NUMBER_ASPECT * height) and height >= 120
+    write_with_events(app, "42")
+    wait_for(app, lambda: app.worker.idle and app.reading is not None)
+    assert app.reading.text == "42" and app.digit.cget("text") == "42"
+    assert app.root.title() == "digitrec: 42" and not app.bars.winfo_ismapped()
+    boxes = [i for i in app.canvas.find_withtag("boxes") if app.canvas.type(i) == "rectangle"]
+    assert len(boxes) == 2
+    (x0, _, x1, _), (x2, _, _, _) = (app.canvas.coords(b) for b in boxes)
+    assert x0 < x1 < x2  # the 4's box, then the 2's
+    screenshot(display, "gui-number.png", (0, 0, 820, 620))
+    path = tmp_path / "year.png"
+    compose(glyphs, ["2026"])[0].save(path)
+    app.open_image(path)
+    wait_for(app, lambda: app.worker.idle and app.reading and app.reading.text != "42")
+    assert app.reading.text == "2026" and app.photo is not None and app.drawing.empty
+    assert len([i for i in app.canvas.find_withtag("boxes") if app.canvas.type(i) == "text"]) == 4
+    screenshot(display, "gui-number-photo.png", (0, 0, 820, 620))
+    app.root.event_generate("<Escape>")
+    app.root.update()
+    assert app.reading is None and app.photo is None and not app.canvas.find_all()
+    app.root.nametowidget("side.modes.digit").invoke()
+    app.root.update()
+    assert int(app.canvas.cget("width")) == app.side and app.bars.winfo_ismapped()
 
 
 @pytest.mark.slow

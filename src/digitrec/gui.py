@@ -1,4 +1,4 @@
-"""Desktop app: draw or open a digit and see what the model makes of it.
+"""Desktop app: draw or open a digit (or a whole number) and see what the model makes of it.
 
 ``digitrec gui`` opens a Tk window. What needs no screen lives in ``Drawing`` (strokes
 to an image, undo) and ``Session`` (the loaded model, switching it, errors as
@@ -25,10 +25,12 @@ from digitrec.errors import DigitrecError
 from digitrec.files import write_bytes
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import IMAGE_SUFFIXES, decode, eight_bit
+from digitrec.reading import Reading, read
 
 BRUSH = 1 / 14  # brush diameter / canvas side: MNIST's pen for a digit filling the pad
 MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
 LIVE_EVERY = 0.12  # seconds between predictions while a stroke is being drawn
+NUMBER_ASPECT = 3.0  # the canvas's width / height in number mode, as on the web page
 IMAGE_TYPES = [
     ("Images", " ".join(f"*{s} *{s.upper()}" for s in IMAGE_SUFFIXES)),
     ("All files", "*"),
@@ -46,11 +48,13 @@ Point = tuple[float, float]
 
 
 class Drawing:
-    """Strokes in canvas-independent coordinates (0 to 1), so the window can be resized
-    and the drawing rendered at any size exactly as the screen shows it."""
+    """Strokes in canvas-independent coordinates (the canvas's height is 1, its width
+    ``aspect``), so the window can be resized and the drawing rendered at any size exactly
+    as the screen shows it."""
 
-    def __init__(self) -> None:
+    def __init__(self, aspect: float = 1.0) -> None:
         self.strokes: list[list[Point]] = []
+        self.aspect = aspect
 
     @property
     def empty(self) -> bool:
@@ -71,13 +75,13 @@ class Drawing:
         self.strokes.clear()
 
     def copy(self) -> Drawing:
-        d = Drawing()
+        d = Drawing(self.aspect)
         d.strokes = [list(s) for s in self.strokes]
         return d
 
     def render(self, side: int = MIN_SIDE) -> Image.Image:
-        """Dark round-brush strokes on white, as on screen."""
-        img = Image.new("L", (side, side), 255)
+        """Dark round-brush strokes on white, as on screen, ``side`` pixels tall."""
+        img = Image.new("L", (round(side * self.aspect), side), 255)
         draw = ImageDraw.Draw(img)
         width = max(1, round(side * BRUSH))
         r = width / 2
@@ -99,13 +103,23 @@ def describe(pred: Prediction) -> tuple[str, str]:
     return pred.label, f"{pred.confidence:.1%} sure"
 
 
-def title_for(pred: Prediction | None) -> str:
+def describe_reading(r: Reading) -> tuple[str, str]:
+    """The number and the line under it."""
+    if r.blank:
+        return "–", "no digits: write a number, or open an image"
+    if r.uncertain:
+        return r.text, f"not sure of every digit: {r.confidence:.0%}"
+    return r.text, f"{r.confidence:.1%} sure of every digit"
+
+
+def title_for(pred: Prediction | Reading | None) -> str:
     """The window title carries the answer too (taskbars show it; tests read it)."""
     if pred is None:
         return "digitrec"
     if pred.blank:
-        return "digitrec: no digit"
-    return f"digitrec: {pred.label}" + (" (not sure)" if pred.uncertain else "")
+        return "digitrec: no digits" if isinstance(pred, Reading) else "digitrec: no digit"
+    text = pred.text.replace("\n", " ") if isinstance(pred, Reading) else pred.label
+    return f"digitrec: {text}" + (" (not sure)" if pred.uncertain else "")
 
 
 class Session:
@@ -141,6 +155,12 @@ class Session:
         with self._lock:
             p = self.predictor
         return p.predict_one(image)
+
+    def read(self, image: Any) -> Reading:
+        """Every digit of a number."""
+        with self._lock:
+            p = self.predictor
+        return read(p, image)
 
 
 def png_data(img: Image.Image) -> str:
@@ -205,6 +225,9 @@ class App:
         self.last_live = 0.0
         self.version = 0  # of the drawing; answers to older versions are not shown
         self.prediction: Prediction | None = None
+        self.reading: Reading | None = None  # the answer in number mode
+        self.number = tk.BooleanVar(root, value=False, name="number")
+        self.photo: Image.Image | None = None  # an opened image shown on the canvas (number mode)
         self._images: dict[str, Any] = {}  # PhotoImages must stay referenced
 
         dpi_scale = max(1.0, float(root.tk.call("tk", "scaling")) / (96 / 72))
@@ -214,7 +237,7 @@ class App:
         root.columnconfigure(0, weight=1)
         root.rowconfigure(0, weight=1)
 
-        pad = tk.Frame(root, name="pad")
+        self.pad = pad = tk.Frame(root, name="pad")
         pad.grid(row=0, column=0, sticky="nsew", padx=10, pady=10)
         self.canvas = tk.Canvas(
             pad, name="canvas", width=self.min_side, height=self.min_side, bg="white",
@@ -226,6 +249,11 @@ class App:
 
         side = tk.Frame(root, name="side")
         side.grid(row=0, column=1, sticky="n", padx=(0, 10), pady=10)
+        modes = tk.Frame(side, name="modes")
+        modes.pack()
+        for text, value, name in (("One digit", False, "digit"), ("A number", True, "number")):
+            tk.Radiobutton(modes, text=text, variable=self.number, value=value, name=name,
+                           command=self.set_mode).pack(side="left")  # fmt: skip
         self.digit = tk.Label(side, name="digit", text="–", font=("TkDefaultFont", 64, "bold"))
         self.digit.pack()
         self.detail = tk.Label(side, name="detail", text="Draw a digit")
@@ -234,7 +262,7 @@ class App:
         self.bars.pack(pady=6)
         # The opened image beside what the model saw, not below it: stacked, the panel
         # outgrew a 620 px tall window and the thumbnail was cut off.
-        row = tk.Frame(side)
+        self.seen_row = row = tk.Frame(side)
         row.pack(pady=(4, 0))
         seen = tk.Frame(row)
         seen.pack(side="left", anchor="n")
@@ -276,19 +304,30 @@ class App:
 
     @property
     def side(self) -> int:
-        return int(self.canvas.cget("width"))
+        """The canvas's height: the drawing's unit."""
+        return int(self.canvas.cget("height"))
 
     def _fit_canvas(self, event: Any) -> None:
-        side = max(self.min_side, min(event.width, event.height))
-        if side != self.side:
-            self.canvas.configure(width=side, height=side)
+        self._fit(event.width, event.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        if self.number.get():  # as wide as the pad, a third as tall
+            side = max(self.min_side // 3, min(height, round(width / NUMBER_ASPECT)))
+        else:
+            side = max(self.min_side, min(width, height))
+        size = (round(side * self.drawing.aspect), side)
+        if size != (int(self.canvas.cget("width")), self.side):
+            self.canvas.configure(width=size[0], height=size[1])
             self._redraw()
 
     def _norm(self, event: Any) -> Point:
         s = self.side
-        return min(max(event.x / s, 0.0), 1.0), min(max(event.y / s, 0.0), 1.0)
+        return min(max(event.x / s, 0.0), self.drawing.aspect), min(max(event.y / s, 0.0), 1.0)
 
     def _press(self, event: Any) -> None:
+        if self.photo is not None:  # drawing starts afresh over an opened image
+            self.photo = None
+            self._redraw()
         self.drawing.begin(self._norm(event))
         self._paint_dot(self.drawing.strokes[-1][-1])
 
@@ -316,6 +355,12 @@ class App:
 
     def _redraw(self) -> None:
         self.canvas.delete("all")
+        if self.photo is not None:
+            k, ox, oy = self._photo_fit()
+            shown = self.photo.resize((max(1, round(self.photo.width * k)),
+                                       max(1, round(self.photo.height * k))))  # fmt: skip
+            self._images["canvas"] = self.tk.PhotoImage(data=png_data(shown))
+            self.canvas.create_image(ox, oy, image=self._images["canvas"], anchor="nw")
         for stroke in self.drawing.strokes:
             self._paint_dot(stroke[0])
             for a, b in pairwise(stroke):
@@ -323,9 +368,24 @@ class App:
 
     # ---------------------------------------------------------------- actions
 
+    def set_mode(self) -> None:
+        """One digit on a square canvas, or a number on a wide one; either starts empty.
+        A number's answer is its boxes on the canvas: no bars, no 28x28 view."""
+        number = self.number.get()
+        for widget, options in ((self.bars, {"pady": 6}), (self.seen_row, {"pady": (4, 0)})):
+            if number:
+                widget.pack_forget()
+            else:
+                widget.pack(**options)
+        self.drawing = Drawing(NUMBER_ASPECT if number else 1.0)
+        self.clear()
+        self.root.update_idletasks()
+        self._fit(self.pad.winfo_width(), self.pad.winfo_height())
+
     def clear(self) -> None:
         self.version += 1
         self.drawing.clear()
+        self.photo = None
         self.canvas.delete("all")
         self._idle()
 
@@ -350,22 +410,33 @@ class App:
             if version == self.version:  # else the canvas changed since: a stale answer
                 self._show(result)
 
-        self.worker.submit("drawing", lambda: self.session.predict(drawing.render(side)), then)
+        ask = self.session.read if self.number.get() else self.session.predict
+        self.worker.submit("drawing", lambda: ask(drawing.render(side)), then)
 
     def open_image(self, path: str | Path) -> None:
         """Predict an image file and show it beside the answer (the Ctrl+O path)."""
         path = Path(path)
+        number = self.number.get()
 
-        def job() -> tuple[Prediction, Image.Image]:
-            pred = self.session.predict(path)
-            thumb = eight_bit(decode(path, at_least=96)[0])  # upright, as the model saw it
-            thumb.thumbnail((96, 96))
-            return pred, thumb.convert("RGBA")
+        def job() -> tuple[Prediction | Reading, Image.Image]:
+            pred = self.session.read(path) if number else self.session.predict(path)
+            image = eight_bit(decode(path, at_least=96)[0])  # upright, as the model saw it
+            if number:  # shown on the canvas, the boxes over it
+                image.thumbnail((1024, 1024))
+                return pred, image.convert("RGB")
+            image.thumbnail((96, 96))
+            return pred, image.convert("RGBA")
 
         def then(result: Any) -> None:
             if isinstance(result, DigitrecError):
                 return self._error(result)
             pred, thumb = result
+            if isinstance(pred, Reading):
+                self.version += 1
+                self.drawing.clear()
+                self.photo = thumb
+                self._redraw()
+                return self._show(pred)
             photo = self.tk.PhotoImage(data=png_data(thumb))
             self._images["thumb"] = photo
             name = path.name if len(path.name) <= 24 else f"{path.name[:10]}…{path.name[-12:]}"
@@ -431,12 +502,50 @@ class App:
             then(result)
         self.root.after(30, self._poll)
 
+    def _photo_fit(self) -> tuple[float, float, float]:
+        """Scale and offset of the opened image on the canvas: fitted, centred."""
+        assert self.photo is not None
+        w, h = int(self.canvas.cget("width")), self.side
+        k = min(w / self.photo.width, h / self.photo.height)
+        return k, (w - self.photo.width * k) / 2, (h - self.photo.height * k) / 2
+
+    def _show_reading(self, r: Reading) -> None:
+        self.reading = r
+        big, line = describe_reading(r)
+        self.digit.configure(text=big, fg="#b45309" if r.uncertain else "black",
+                             font=("TkDefaultFont", 40, "bold"))  # fmt: skip
+        self.detail.configure(text=line)
+        self.message.configure(text="")
+        self.root.title(title_for(r))
+        self._show_bars([0.0] * 10)
+        self.canvas.delete("boxes")
+        # The drawing is rendered at the canvas's size, so its pixels are the canvas's.
+        k, ox, oy = 1.0, 0.0, 0.0
+        if self.photo is not None:  # boxes are in the file's pixels, the photo smaller
+            k, ox, oy = self._photo_fit()
+            k *= self.photo.width / r.source_size[0]
+        for c in r.chars:
+            x0, y0, x1, y1 = (ox + c.box[0] * k, oy + c.box[1] * k,
+                              ox + c.box[2] * k, oy + c.box[3] * k)  # fmt: skip
+            colour = "#b45309" if c.probabilities and c.confidence < 0.6 else "#2563eb"
+            self.canvas.create_rectangle(x0 - 2, y0 - 2, x1 + 2, y1 + 2, outline=colour,
+                                         width=2, tags="boxes")  # fmt: skip
+            if c.probabilities:
+                above = y0 > 18  # else below the box, at the canvas's top edge
+                self.canvas.create_text(x0, y0 - 4 if above else y1 + 4,
+                                        anchor="sw" if above else "nw",
+                                        text=f"{c.char} {c.confidence:.0%}", fill=colour,
+                                        tags="boxes")  # fmt: skip
+
     def _show(self, pred: Any) -> None:
         if isinstance(pred, DigitrecError):
             return self._error(pred)
+        if isinstance(pred, Reading):
+            return self._show_reading(pred)
         self.prediction = pred
         big, line = describe(pred)
-        self.digit.configure(text=big, fg="#b45309" if pred.uncertain else "black")
+        self.digit.configure(text=big, fg="#b45309" if pred.uncertain else "black",
+                             font=("TkDefaultFont", 64, "bold"))  # fmt: skip
         self.detail.configure(text=line)
         self.message.configure(text="")
         self.root.title(title_for(pred))
@@ -447,9 +556,9 @@ class App:
         self.seen.configure(image=photo)
 
     def _idle(self) -> None:
-        self.prediction = None
+        self.prediction = self.reading = None
         self.digit.configure(text="–", fg="black")
-        self.detail.configure(text="Draw a digit")
+        self.detail.configure(text="Write a number" if self.number.get() else "Draw a digit")
         self.root.title(title_for(None))
         self._show_bars([0.0] * 10)
 
