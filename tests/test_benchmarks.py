@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_drawn
 from digitrec.checkpoint import read_meta
 from digitrec.predictor import Predictor
 
@@ -103,3 +104,11 @@ def test_ship_default_model_refuses_a_quick_model_in_the_package(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "tools/ship_default_model.py"), "--limit",
                         "300"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "give --to, not the package's assets" in r.stderr
+
+
+def test_whole_numbers_reads_every_category_against_the_digits_alone(tmp_path):
+    out = run("benchmarks/whole_numbers.py", "--n", "3", "--split", "val",
+              "--sheet", str(tmp_path / "sheet.png"))  # fmt: skip
+    cats = rows(out, r".+\s+\d+\.\d%\s+\d+\.\d%\s+\d+\.\d%\s+[\d.]+\s")
+    assert len(cats) == 7 and "point placed right" in out, out
+    assert_drawn(tmp_path / "sheet.png")

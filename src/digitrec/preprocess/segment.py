@@ -17,7 +17,7 @@ from scipy import ndimage
 
 SPECK = 0.06  # a piece smaller than this share of a digit's height each way is a speck
 TALL = 0.5  # a piece at least this share of the typical digit's height is (part of) a digit
-WIDE = 1.0  # a piece wider than this share of its line's height may be touching digits
+WIDE = 1.2  # a piece wider than this share of its line's height may be touching digits
 CUTS_PER_HEIGHT = 3  # candidate cuts tried in a wide piece, per line height of its width
 MIN_PIECE = 0.2  # no cut leaves a piece narrower than this share of the line's height
 
@@ -143,8 +143,15 @@ def _place_small(p: Part, lines: list[Line]) -> None:
         min(p.x1, q.x1) - max(p.x0, q.x0) >= 0.5 * p.w and _near(p, q, max(2, round(0.04 * h)))
         for q in line.parts
     )
-    round_blob = max(p.w, p.h) <= 2 * min(p.w, p.h) and p.mask.mean() >= 0.45  # not a stroke
-    if apart and round_blob and p.cy > line.top + 0.6 * h and max(p.w, p.h) <= 0.35 * h:
+    # A dot: round and solid (a broken stroke's fragment is neither), about a pen's width
+    # across, on the baseline (a comma reaches below it).
+    dot = (
+        max(p.w, p.h) <= 2 * min(p.w, p.h)
+        and p.mask.mean() >= 0.6
+        and 0.08 * h <= max(p.w, p.h) <= 0.35 * h
+        and p.y1 >= line.bottom - 0.12 * h
+    )
+    if apart and dot:
         line.marks.append(Mark("." if p.y1 <= line.bottom + 0.12 * h else ",", p))
     elif (
         apart
@@ -166,9 +173,10 @@ def _near(p: Part, q: Part, r: int) -> bool:
 
 
 def _cut(p: Part, height: float) -> list[Part]:
-    """A piece wider than a digit, cut where its ink is thinnest: at the deepest minima of
-    its column counts, at least ``MIN_PIECE`` of the line's height apart and from its
-    ends; other pieces whole."""
+    """A piece wider than a digit, cut where digits most likely part: from the deepest
+    minima of its column counts (at least ``MIN_PIECE`` of the line's height apart and
+    from its ends), each cut the top-to-bottom path crossing the least ink near there,
+    so it can pass between a 7's bar and the stem of the digit beneath it. Others whole."""
     if p.w <= WIDE * height:
         return [p]
     margin = max(1, round(MIN_PIECE * height))
@@ -181,15 +189,40 @@ def _cut(p: Part, height: float) -> list[Part]:
             cuts.append(int(x))
         if len(cuts) >= CUTS_PER_HEIGHT * p.w / height:
             break
-    edges = [0, *sorted(cuts), p.w]
-    pieces = [Part(p.y0, p.x0 + a, p.mask[:, a:b], cut=a > 0) for a, b in pairwise(edges)]
-    return [_trim(q) for q in pieces if q.mask.any()]
+    paths = [_path(p.mask, c, margin // 2) for c in sorted(cuts)]
+    cols = np.arange(p.w)[None, :]
+    bounds = [np.zeros(p.h, int), *paths, np.full(p.h, p.w)]
+    pieces = []
+    for k, (a, b) in enumerate(pairwise(bounds)):
+        piece = p.mask & (cols >= a[:, None]) & (cols < b[:, None])
+        if piece.any():
+            pieces.append(_trim(Part(p.y0, p.x0, piece, cut=k > 0)))
+    return pieces
+
+
+def _path(mask: np.ndarray, start: int, half: int) -> np.ndarray:
+    """Per row, the column of the top-to-bottom path through ``mask`` within ``half`` of
+    ``start`` that crosses the fewest ink pixels (a step sideways costs a little)."""
+    lo, hi = max(0, start - half), min(mask.shape[1], start + half + 1)
+    cost = mask[:, lo:hi].astype(np.float32)
+    total, back = cost[0].copy(), np.zeros(cost.shape, np.int8)
+    for r in range(1, len(cost)):
+        moves = np.stack([np.r_[np.inf, total[:-1]] + 0.1, total, np.r_[total[1:], np.inf] + 0.1])
+        k = moves.argmin(0)
+        total = moves[k, np.arange(len(total))] + cost[r]
+        back[r] = k - 1
+    path = np.empty(len(cost), int)
+    path[-1] = int(total.argmin())
+    for r in range(len(cost) - 1, 0, -1):
+        path[r - 1] = path[r] + back[r, path[r]]
+    return path + lo
 
 
 def _trim(p: Part) -> Part:
-    """The piece's box shrunk to its pixels (a slice keeps its parent's rows)."""
-    rows = np.flatnonzero(p.mask.any(1))
-    return Part(p.y0 + rows[0], p.x0, p.mask[rows[0] : rows[-1] + 1], p.cut)
+    """The piece's box shrunk to its pixels."""
+    rows, cols = np.flatnonzero(p.mask.any(1)), np.flatnonzero(p.mask.any(0))
+    mask = p.mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return Part(p.y0 + int(rows[0]), p.x0 + int(cols[0]), mask, p.cut)
 
 
 def union_box(parts: list[Part]) -> tuple[int, int, int, int]:
