@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from digitrec.errors import DigitrecError, Interrupted
 
@@ -496,19 +498,11 @@ def cmd_predict(args) -> int:
         )
     if args.random:
         return _predict_random(predictor, args)
-    from digitrec.errors import ImageError
     from digitrec.reading import read
 
-    results, failed = [], 0
-    for path in files:
-        try:
-            pred = predictor.predict_one(path, tta=args.tta)
-        except ImageError as exc:
-            failed += 1
-            results.append({"file": path, "error": str(exc)})
-            if not args.json:
-                print(f"error: {exc}")
-            continue
+    results: list[dict] = []
+    for path, pred in per_file(files, lambda f: predictor.predict_one(f, tta=args.tta),
+                               results, args.json):  # fmt: skip
         top3 = [{"label": predictor.classes[d], "probability": p} for d, p in pred.top(3)]
         results.append({"file": path, **pred.to_dict(), "top3": top3})
         if args.json and not pred.blank:
@@ -526,26 +520,35 @@ def cmd_predict(args) -> int:
                       f"`digitrec read {path}` reads them all")  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2))
-    return 1 if failed else 0
+    return 1 if any("error" in r for r in results) else 0
+
+
+def per_file(
+    files: list[str], work: Callable[[str], Any], records: list[dict], quiet: bool
+) -> Iterator[tuple[str, Any]]:
+    """Each file with ``work`` done on it; an unreadable one recorded in ``records`` and,
+    unless ``quiet``, reported, and the rest go on."""
+    from digitrec.errors import ImageError
+
+    for path in files:
+        try:
+            result = work(path)
+        except ImageError as exc:
+            records.append({"file": path, "error": str(exc)})
+            if not quiet:
+                print(f"error: {exc}")
+            continue
+        yield path, result
 
 
 def cmd_read(args) -> int:
-    from digitrec.errors import ImageError
     from digitrec.predictor import Predictor
     from digitrec.reading import read
 
     files = image_files(args.images)
     predictor = Predictor.load(args.model_path, args.runs_dir, backend=args.backend)
-    records, failed = [], 0
-    for path in files:
-        try:
-            r = read(predictor, path)
-        except ImageError as exc:
-            failed += 1
-            records.append({"file": path, "error": str(exc)})
-            if not args.json:
-                print(f"error: {exc}")
-            continue
+    records: list[dict] = []
+    for path, r in per_file(files, lambda f: read(predictor, f), records, args.json):
         records.append({"file": path, **r.to_dict()})
         if args.json:
             continue
@@ -560,7 +563,7 @@ def cmd_read(args) -> int:
             print(" " * len(head) + line)
     if args.json:
         print(json.dumps(records, indent=2))
-    return 1 if failed else 0
+    return 1 if any("error" in r for r in records) else 0
 
 
 def image_files(args: list[str]) -> list[str]:

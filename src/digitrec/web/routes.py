@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Annotated, Any
 
@@ -73,16 +75,23 @@ def answer(pred: Prediction, p: Predictor, started: float) -> dict[str, Any]:
     }
 
 
-async def predictions(
-    items: list[bytes | np.ndarray], p: Predictor, limits: Limits, coalescer: Coalescer
-) -> list[Prediction]:
+@contextmanager
+def image_errors() -> Iterator[None]:
+    """An image over a limit is a 413, one that cannot be read a 422."""
     try:
-        budget = PixelBudget(limits.max_request_pixels)
-        return await coalescer.run(p, lambda: p.prepare(items, limits.max_pixels, budget))
+        yield
     except ImageTooLarge as exc:
         raise BadRequest(413, str(exc)) from None
     except ImageError as exc:
         raise BadRequest(422, str(exc)) from None
+
+
+async def predictions(
+    items: list[bytes | np.ndarray], p: Predictor, limits: Limits, coalescer: Coalescer
+) -> list[Prediction]:
+    budget = PixelBudget(limits.max_request_pixels)
+    with image_errors():
+        return await coalescer.run(p, lambda: p.prepare(items, limits.max_pixels, budget))
 
 
 @router.post(
@@ -138,12 +147,8 @@ async def read_number(
     started = time.perf_counter()
     [item] = await items_from(request, batch=False, limits=limits)
     budget = PixelBudget(limits.max_request_pixels)
-    try:
+    with image_errors():
         reading = await coalescer.call(lambda: read(p, item, limits.max_pixels, budget))
-    except ImageTooLarge as exc:
-        raise BadRequest(413, str(exc)) from None
-    except ImageError as exc:
-        raise BadRequest(422, str(exc)) from None
     return JSONResponse({
         **reading.to_dict(),
         "model": {"name": p.name, "version": model_version(p)},
