@@ -131,6 +131,16 @@ def _shape_cost(box: tuple[int, int, int, int], height: float) -> float:
     return 4 * max(0.0, SHORT - tall) + 3 * max(0.0, wide - TOO_WIDE)
 
 
+def _score(
+    probs: np.ndarray, box: tuple[int, int, int, int], height: float, cut: bool, blank: bool
+) -> float:
+    """How good a reading it is that a grouping is one digit."""
+    if blank:  # a sliver that fades away at 20 px is no digit: passed over, at a cost
+        return -1.0
+    sure = math.log(max(float(probs.max()), 1e-9))
+    return sure + SEGMENT_BONUS - _shape_cost(box, height) - CUT_COST * cut
+
+
 def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> list[Char]:
     """The best reading of one line: the groupings of its pieces the model reads best."""
     cands = _candidates(line)
@@ -142,15 +152,12 @@ def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> lis
     for i, j in cands:
         box, mask = union_mask(line.parts[i : j + 1])
         y0, y1, x0, x1 = box
-        images.append(digit_input(ink.ink[y0:y1, x0:x1] * grow(mask, rim), scale).image)
+        images.append(digit_input(ink.ink[y0:y1, x0:x1] * grow(mask, rim), scale))
         boxes.append(box)
-    probs = predictor.classify(np.stack(images))
+    probs = predictor.classify(np.stack([im.image for im in images]))
     scores = {
-        (i, j): math.log(max(float(p.max()), 1e-9))
-        + SEGMENT_BONUS
-        - _shape_cost(b, line.height)
-        - CUT_COST * line.parts[i].cut
-        for (i, j), p, b in zip(cands, probs, boxes, strict=True)
+        (i, j): _score(p, b, line.height, line.parts[i].cut, im.blank)
+        for (i, j), p, b, im in zip(cands, probs, boxes, images, strict=True)
     }
     # best[k]: the best reading of the first k pieces, and the grouping that ends it.
     n = len(line.parts)
@@ -165,10 +172,12 @@ def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> lis
             break
         path.append(step)
         k = step[0]
-    found = {c: (p, b) for c, p, b in zip(cands, probs, boxes, strict=True)}
+    found = {c: (p, b, im) for c, p, b, im in zip(cands, probs, boxes, images, strict=True)}
     chars = []
     for c in reversed(path):
-        p, box = found[c]
+        p, box, im = found[c]
+        if im.blank:
+            continue
         d = int(p.argmax())
         chars.append(Char(predictor.classes[d], float(p[d]), [float(v) for v in p],
                           _to_source(box, ink), index))  # fmt: skip
