@@ -204,11 +204,14 @@ class Predictor:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    def classify(self, images: np.ndarray) -> np.ndarray:
+    def classify(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         """Class probabilities of (N, 28, 28) model inputs (``Preprocessed.image``s)."""
-        probs = self._probabilities(images[:, None].astype(np.float32, copy=False), False)
-        if not np.isfinite(probs).all():
-            raise CheckpointError(f"{self.path}: the model gave NaN or infinite outputs")
+        probs = self._probabilities(images[:, None].astype(np.float32, copy=False), tta)
+        if not np.isfinite(probs).all():  # never a NaN answer, in JSON or anywhere
+            raise CheckpointError(
+                f"{self.path}: the model gave NaN or infinite outputs; its weights are "
+                "damaged (load another model or export this one again)"
+            )
         return probs
 
     def predict(
@@ -239,12 +242,7 @@ class Predictor:
         out: list[Prediction] = [None] * len(pre)  # type: ignore[list-item]
         todo = [i for i, p in enumerate(pre) if not p.blank]
         if todo:
-            probs = self._probabilities(np.stack([pre[i].image for i in todo])[:, None], tta)
-            if not np.isfinite(probs).all():  # never a NaN answer, in JSON or anywhere
-                raise CheckpointError(
-                    f"{self.path}: the model gave NaN or infinite outputs; its weights are "
-                    "damaged (load another model or export this one again)"
-                )
+            probs = self.classify(np.stack([pre[i].image for i in todo]), tta)
             for i, p in zip(todo, probs, strict=True):
                 d = int(p.argmax())
                 out[i] = Prediction(

@@ -23,6 +23,7 @@ from digitrec.preprocess import (
     digit_input,
     grow,
     ink_map,
+    source_box,
 )
 from digitrec.preprocess.segment import Line, find_lines, union_box, union_mask
 
@@ -172,6 +173,10 @@ def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> lis
             break
         path.append(step)
         k = step[0]
+
+    def where(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return source_box(box, ink.ink.shape, ink.record.source_size)
+
     found = {c: (p, b, im) for c, p, b, im in zip(cands, probs, boxes, images, strict=True)}
     chars = []
     for c in reversed(path):
@@ -180,16 +185,8 @@ def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> lis
             continue
         d = int(p.argmax())
         chars.append(Char(predictor.classes[d], float(p[d]), [float(v) for v in p],
-                          _to_source(box, ink), index))  # fmt: skip
+                          where(box), index))  # fmt: skip
     for m in line.marks:
         mb = (m.part.y0, m.part.y1, m.part.x0, m.part.x1)
-        chars.append(Char(m.char, 1.0, None, _to_source(mb, ink), index))
+        chars.append(Char(m.char, 1.0, None, where(mb), index))
     return sorted(chars, key=lambda ch: (ch.box[0] + ch.box[2]) / 2)
-
-
-def _to_source(box: tuple[int, int, int, int], ink: InkMap) -> tuple[int, int, int, int]:
-    """A working-size (y0, y1, x0, x1) as (x0, y0, x1, y1) in the source's pixels."""
-    (y0, y1, x0, x1), (sx, sy) = box, ink.per_source
-    sw, sh = ink.record.source_size
-    return (min(math.floor(x0 / sx), sw - 1), min(math.floor(y0 / sy), sh - 1),
-            max(min(math.ceil(x1 / sx), sw), 1), max(min(math.ceil(y1 / sy), sh), 1))  # fmt: skip

@@ -67,6 +67,7 @@ from digitrec.preprocess.pipeline import (  # noqa: F401
     digit_input,
     ink_map,
     preprocess,
+    source_box,
 )
 from digitrec.preprocess.place import deskew, place, recenter  # noqa: F401
 from digitrec.preprocess.sheet import SHEET_RADIUS, SHEET_SHARE, edge_step, is_sheet, paper_beyond  # noqa: F401

@@ -283,12 +283,7 @@ def _read(
 
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    # Per axis: rounding the working size makes the two factors differ for thin strips
-    # (300x3 -> 128x1), and one factor mapped a box past the image's edge.
-    sx, sy = gray.shape[1] / result.source_size[0], gray.shape[0] / result.source_size[1]
-    sw, sh = result.source_size
-    result.box = (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
-                  max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
+    result.box = source_box((y0, y1, x0, x1), gray.shape, result.source_size)
     if opts.robust and opts.refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
         # A small digit in a large image: look again at the source around it, at full
         # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
@@ -297,6 +292,18 @@ def _read(
             return refined
     result.steps.append("cropped")
     return _fit_and_centre(ink[y0:y1, x0:x1], scale, result, opts)
+
+
+def source_box(
+    box: tuple[int, int, int, int], work_shape: tuple[int, ...], source_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A (y0, y1, x0, x1) box at the working size as (x0, y0, x1, y1) in the source."""
+    # Per axis: rounding the working size makes the two factors differ for thin strips
+    # (300x3 -> 128x1), and one factor mapped a box past the image's edge.
+    (y0, y1, x0, x1), (sw, sh) = box, source_size
+    sx, sy = work_shape[1] / sw, work_shape[0] / sh
+    return (min(round(x0 / sx), sw - 1), min(round(y0 / sy), sh - 1),
+            max(min(round(x1 / sx), sw), 1), max(min(round(y1 / sy), sh), 1))  # fmt: skip
 
 
 def _working_image(

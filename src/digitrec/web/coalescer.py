@@ -48,10 +48,10 @@ class Coalescer:
         """Preprocess and predict. A request that finds the model idle does both in one
         trip to a thread; otherwise it preprocesses beside the others and queues."""
         if self.busy:
-            return await self.predict(p, await self._in_thread(prepare))
+            return await self.predict(p, await self.call(prepare))
         self.busy = True
         try:
-            preds = await self._in_thread(lambda: p.predict_preprocessed(prepare()))
+            preds = await self.call(lambda: p.predict_preprocessed(prepare()))
             self.answered = time.monotonic()
             return preds
         finally:
@@ -75,11 +75,8 @@ class Coalescer:
         return bool(done) and not self.probe.cancelled() and self.probe.exception() is None
 
     async def call(self, fn: Callable[[], Any]) -> Any:
-        """``fn`` in one of the preprocessing threads (reading a number: the pipeline and
-        the model in turn, too many model calls for the queue to gather)."""
-        return await self._in_thread(fn)
-
-    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        """``fn`` in one of the preprocessing threads (also the whole of reading a number:
+        the pipeline and the model in turn, too many model calls for the queue to gather)."""
         if self.limiter is None:
             self.limiter = anyio.CapacityLimiter(self.threads)
         return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
