@@ -19,6 +19,7 @@ from PIL import Image
 from scipy import ndimage
 
 from digitrec import augment
+from digitrec.compose import pen_strokes, to_u8
 from digitrec.preprocess import pipeline
 
 Rng = np.random.Generator
@@ -26,20 +27,6 @@ Variant = Callable[[np.ndarray, Rng], object]
 
 
 # ------------------------------------------------------------------ drawing helpers
-
-
-def pen_strokes(digit: np.ndarray, size: int) -> np.ndarray:
-    """The digit redrawn at ``size`` px as crisp anti-aliased strokes in [0, 1], the way a
-    pen on a canvas renders (not a blurry upscale)."""
-    rows, cols = np.flatnonzero(digit.max(1) > 30), np.flatnonzero(digit.max(0) > 30)
-    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
-    h, w = crop.shape
-    f = size / max(h, w)
-    up = np.asarray(
-        Image.fromarray(crop, "F").resize((max(1, round(w * f)), max(1, round(h * f))),
-                                          Image.Resampling.BICUBIC)
-    )  # fmt: skip
-    return np.clip((up - 0.45) / 0.3, 0, 1).astype(np.float32)
 
 
 def on_canvas(strokes: np.ndarray, canvas: tuple[int, int], rng: Rng) -> np.ndarray:
@@ -50,10 +37,6 @@ def on_canvas(strokes: np.ndarray, canvas: tuple[int, int], rng: Rng) -> np.ndar
     y, x = rng.integers(0, max(1, H - h + 1)), rng.integers(0, max(1, W - w + 1))
     out[y : y + h, x : x + w] = strokes[: H - y, : W - x]
     return out
-
-
-def to_u8(a: np.ndarray) -> np.ndarray:
-    return (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
 
 
 def jpeg(a: np.ndarray, quality: int) -> bytes:

@@ -35,10 +35,11 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from digitrec.compose import Number, compose, pen_strokes
 from digitrec.data import load_dataset, split_indices
 from digitrec.predictor import Predictor
 from digitrec.reading import read
-from variants import jpeg, pen_strokes, to_u8
+from variants import jpeg
 
 Rng = np.random.Generator
 
@@ -51,79 +52,10 @@ class Sample:
     labels: list[int]
 
 
-def profile(a: np.ndarray, side: str) -> np.ndarray:
-    """Per row, the first (left) or last (right) inked column; NaN where a row is empty."""
-    inked = a > 0.3
-    idx = np.argmax(inked, 1) if side == "left" else a.shape[1] - 1 - np.argmax(inked[:, ::-1], 1)
-    return np.where(inked.any(1), idx, np.nan).astype(np.float32)
-
-
-def place(strip: np.ndarray, glyph: np.ndarray, y: int, gap: float) -> np.ndarray:
-    """``glyph`` pasted onto ``strip`` (by maximum) at row ``y``, its nearest ink ``gap``
-    px right of the strip's (negative: overlapping by that much)."""
-    H = max(strip.shape[0], y + glyph.shape[0])
-    strip = np.pad(strip, ((0, H - strip.shape[0]), (0, 0)))
-    g = np.zeros((H, glyph.shape[1]), np.float32)
-    g[y : y + glyph.shape[0]] = glyph
-    right, left = profile(strip, "right"), profile(g, "left")
-    both = ~np.isnan(right) & ~np.isnan(left)
-    if not both.any() or not strip.any():  # nothing beside it: gap from the strip's ink box
-        cols = np.flatnonzero(strip.any(0))
-        x = (cols[-1] + 1 if cols.size else 0) + round(gap)
-    else:
-        x = round(float(np.nanmax(right[both] - left[both])) + 1 + gap)
-    x = max(0, x)
-    W = max(strip.shape[1], x + g.shape[1])
-    out = np.pad(strip, ((0, 0), (0, W - strip.shape[1])))
-    out[:, x : x + g.shape[1]] = np.maximum(out[:, x : x + g.shape[1]], g)
-    return out
-
-
-def dot(height: int, rng: Rng) -> np.ndarray:
-    r = max(2.0, rng.uniform(0.05, 0.08) * height)
-    n = int(2 * r + 3)
-    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2
-    return np.clip(r + 0.5 - np.hypot(yy, xx), 0, 1).astype(np.float32)
-
-
-def compose(digits: list[np.ndarray], rng: Rng, gaps: tuple[float, float], height: int,
-            point: int | None = None) -> np.ndarray:  # fmt: skip
-    """A number's strokes (light on black, [0, 1]): each digit redrawn at ``height`` with
-    size and baseline jitter, ``gaps`` (MNIST px) between neighbours, a slant, and a
-    decimal point after digit ``point``."""
-    px = height / 20  # drawing pixels per MNIST pixel
-    strip = np.zeros((int(height * 1.6), 1), np.float32)
-    top = int(height * 0.3)
-    for k, d in enumerate(digits):
-        g = pen_strokes(d, int(height * rng.uniform(0.85, 1.15)))
-        y = top + int(rng.uniform(-0.06, 0.06) * height) + (height - g.shape[0]) // 2
-        strip = place(strip, g, max(0, y), rng.uniform(*gaps) * px if k else 0)
-        if point is not None and k == point:
-            p = dot(height, rng)
-            strip = place(strip, p, top + height - p.shape[0], rng.uniform(3, 6) * px)
-    slant = rng.uniform(-0.15, 0.15)
-    H, W = strip.shape
-    pad = int(abs(slant) * H) + 1
-    strip = np.pad(strip, ((0, 0), (pad, pad)))
-    img = Image.fromarray(strip, "F").transform(
-        (W + 2 * pad, H), Image.Transform.AFFINE, (1, slant, -slant * H / 2, 0, 1, 0),
-        Image.Resampling.BILINEAR)  # fmt: skip
-    return np.asarray(img)
-
-
-def framed(strokes: np.ndarray, margin: float, rng: Rng) -> np.ndarray:
-    """The strokes cropped to their ink with a margin of ``margin`` x their height."""
-    rows, cols = np.flatnonzero(strokes.max(1) > 0.05), np.flatnonzero(strokes.max(0) > 0.05)
-    s = strokes[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    m = int(margin * s.shape[0]) + int(rng.integers(0, 8))
-    return np.pad(s, m)
-
-
-def canvas_png(strokes: np.ndarray) -> bytes:
-    """As the page posts a drawing: #111 ink on white, PNG."""
-    buf = io.BytesIO()
-    Image.fromarray(to_u8(1.0 - strokes * (1.0 - 0x11 / 255))).save(buf, "PNG")
-    return buf.getvalue()
+def one_digit(digit: np.ndarray, height: int, rng: Rng) -> bytes:
+    """The digit alone, drawn on the canvas as in a number: the reference's input."""
+    strokes = pen_strokes(digit, height)
+    return Number(strokes, np.where(strokes >= 0.3, 0, -1)).framed(0.3, rng).png()
 
 
 def photo_jpeg(strokes: np.ndarray, rng: Rng) -> bytes:
@@ -156,11 +88,11 @@ def sample(kind: Kind, pool: np.ndarray, images, labels, rng: Rng, height: int) 
     idx = rng.choice(pool, n, replace=False)
     digits = [images[i] for i in idx]
     at = int(rng.integers(0, n - 1)) if point and n > 1 else None
-    strokes = framed(compose(digits, rng, gaps, height, at), 0.3, rng)
+    number = compose(digits, rng, gaps, height, at).framed(0.3, rng)
     text = "".join(str(int(labels[i])) + ("." if k == at else "") for k, i in enumerate(idx))
-    encode = (lambda s: photo_jpeg(s, rng)) if photo else canvas_png
-    singles = [canvas_png(framed(pen_strokes(d, height), 0.3, rng)) for d in digits]
-    return Sample(encode(strokes), text, singles, [int(labels[i]) for i in idx])
+    singles = [one_digit(d, height, rng) for d in digits]
+    data = photo_jpeg(number.strokes, rng) if photo else number.png()
+    return Sample(data, text, singles, [int(labels[i]) for i in idx])
 
 
 def two_lines(pool, images, labels, rng: Rng, height: int) -> Sample:

@@ -247,6 +247,23 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--runs-dir")
     _backend_arg(p)
+    p = sub.add_parser(
+        "train-reader",
+        help="teach a digit model to read whole numbers: its reading model",
+        description="Fine-tune a digit model with an 11th class, 'none', on the crops `read` "
+        "tries in numbers composed from training-split digits (touching, overlapping, apart), "
+        "so it can tell a whole digit from half a digit or two. Written beside the model as "
+        "NAME.reader.safetensors, where `read`, the API and the apps find it.",
+    )
+    p.add_argument("--model-path", help="the digit model (default: the usual resolution)")
+    p.add_argument("--out", help="where to write it (default: NAME.reader.safetensors beside)")
+    p.add_argument("--numbers", type=int, default=16000, help="training numbers composed")
+    p.add_argument("--epochs", type=float, default=1.2, help="passes over crops and digits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing reading model")
+    p.add_argument("--runs-dir")
+    p.add_argument("--device", default="auto")
+    _data_args(p, dataset=False)
 
 
 def _add_apps_commands(sub: argparse._SubParsersAction) -> None:
@@ -566,6 +583,31 @@ def cmd_read(args) -> int:
     return 1 if any("error" in r for r in records) else 0
 
 
+def cmd_train_reader(args) -> int:
+    from digitrec.reading_model import train_reading_model
+    from digitrec.runs import reading_model_path, resolve_model_path
+
+    if args.numbers < 1 or args.epochs <= 0:
+        raise DigitrecError("--numbers must be at least 1 and --epochs above 0")
+    base, source = resolve_model_path(args.model_path, args.runs_dir)
+    if base.suffix != ".safetensors":
+        raise DigitrecError(f"{base}: give the .safetensors checkpoint, not an export")
+    out = Path(args.out) if args.out else reading_model_path(base)
+    if out.exists() and not args.force:
+        raise DigitrecError(f"{out} already exists; pass --force to replace it or --out elsewhere")
+    print(f"base: {base} ({source})")
+    got = train_reading_model(base, out, args.numbers, args.epochs, args.seed, args.device,
+                              args.data_dir)  # fmt: skip
+    before, after = got["validation_before"], got["validation"]
+    print(f"\n{'validation':<34} {'base':>8} {'reader':>8}")
+    print(f"{'digits read right':<34} {before['digits_acc']:>8.2%} {after['digits_acc']:>8.2%}")
+    print(f"{'digits called none':<34} {'':>8} {after['digits_none']:>8.2%}")
+    print(f"{'number crops labelled right':<34} {'':>8} {after['crops_acc']:>8.2%}")
+    print(f"{'  of them none, called none':<34} {'':>8} {after['crops_none_recall']:>8.2%}")
+    print(f"\nwrote {out}; `digitrec export {out}` makes its ONNX copy")
+    return 0
+
+
 def image_files(args: list[str]) -> list[str]:
     """The arguments, with each folder replaced by the images in it (by name). A folder
     without any is an error: predicting nothing would look like success."""
@@ -688,6 +730,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "read": cmd_read,
+    "train-reader": cmd_train_reader,
 }
 
 

@@ -26,7 +26,7 @@ from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
 from digitrec.models import resolve_device
 from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
-from digitrec.runs import resolve_model_path
+from digitrec.runs import reading_model_path, resolve_model_path
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
 UNCERTAIN_BELOW = 0.6
@@ -135,6 +135,8 @@ class Predictor:
         self.uncertain_below = uncertain_below
         self._lock = threading.Lock()
         self._tta = tta_matrices()
+        self._reader: Predictor | None = None
+        self._reader_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -169,6 +171,20 @@ class Predictor:
             model, meta = load_model(path, resolve_device(device))
             return cls(model, meta, source=source, path=path, **kwargs)
         return cls(runtime, runtime.meta, source=source, path=runtime.path, **kwargs)
+
+    def reading_model(self) -> Predictor:
+        """The model that reads whole numbers (``digitrec.reading``): this one's reading
+        model, ``NAME.reader.safetensors`` beside it, when there is one (loaded once, from
+        its ONNX export when there is one), else this model itself."""
+        with self._reader_lock:
+            if self._reader is None:
+                companion = reading_model_path(self.path) if self.path else None
+                self._reader = (
+                    Predictor.load(companion, uncertain_below=self.uncertain_below)
+                    if companion is not None and companion.is_file()
+                    else self
+                )
+            return self._reader
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ from digitrec.preprocess import (
     ImageLike,
     InkMap,
     PixelBudget,
+    Preprocessed,
     digit_input,
     grow,
     ink_map,
@@ -28,7 +29,7 @@ from digitrec.preprocess import (
 from digitrec.preprocess.segment import Line, find_lines, union_box, union_mask
 
 READ_SIDE = 1024  # the working size: a line of eight digits keeps ~100 px a digit
-MAX_PARTS = 4  # pieces one digit may be made of
+MAX_PARTS = 5  # pieces one digit may be made of
 JOIN_GAP = 0.25  # pieces further apart than this share of the line's height are two digits
 MAX_WIDTH = 1.5  # no digit is wider than this share of its line's height
 # Each digit read adds this to a reading's log-probability: without it a model trained
@@ -37,6 +38,7 @@ SEGMENT_BONUS = 0.1
 SHORT = 0.6  # a digit shorter than this share of its line's height costs (SHORT - r) * 4
 TOO_WIDE = 1.1  # a digit wider than this share of its line's height costs (r - TOO_WIDE) * 3
 CUT_COST = 0.4  # a digit starting at a cut through ink, not at a gap: the model must agree
+NONE = "none"  # a reading model's class for "not one whole digit" (a fragment, two digits)
 
 
 @dataclass
@@ -90,13 +92,15 @@ def read(
     max_pixels: int | None = None,
     budget: PixelBudget | None = None,
 ) -> Reading:
-    """Every digit (and decimal point, comma, minus) in ``src``, as text."""
+    """Every digit (and decimal point, comma, minus) in ``src``, as text, read by
+    ``predictor``'s reading model (``Predictor.reading_model``)."""
     ink = ink_map(src, READ_SIDE, max_pixels, budget)
     source_size = ink.record.source_size
     lines = [] if ink.record.blank else find_lines(ink.ink > ink.threshold)
     chars: list[Char] = []
+    model = predictor.reading_model()
     for i, line in enumerate(lines):
-        chars += _read_line(predictor, ink, line, i)
+        chars += _read_line(model, ink, line, i)
     texts = ["".join(c.char for c in chars if c.line == i) for i in range(len(lines))]
     digits = [c for c in chars if c.probabilities is not None]
     return Reading(
@@ -142,23 +146,49 @@ def _score(
     return sure + SEGMENT_BONUS - _shape_cost(box, height) - CUT_COST * cut
 
 
-def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> list[Char]:
-    """The best reading of one line: the groupings of its pieces the model reads best."""
-    cands = _candidates(line)
-    if not cands:
-        return []
+def _digit_probabilities(predictor: Predictor, images: np.ndarray) -> np.ndarray:
+    """The ten digits' probabilities of each crop; with a reading model, what its "none"
+    class takes is left out, so they sum to the belief that the crop is one whole digit."""
+    probs = predictor.classify(images)
+    if NONE in predictor.classes:
+        probs = np.delete(probs, predictor.classes.index(NONE), axis=1)
+    return probs
+
+
+@dataclass
+class Crop:
+    """A grouping of neighbouring pieces of a line that may be one digit, as the model sees it."""
+
+    first: int  # the line's pieces ``first`` to ``last`` (inclusive)
+    last: int
+    box: tuple[int, int, int, int]  # y0, y1, x0, x1 in the ink map
+    mask: np.ndarray  # the pieces' pixels in ``box``
+    image: Preprocessed  # the model's 28x28 input
+
+
+def crops(ink: InkMap, line: Line) -> list[Crop]:
+    """Every grouping of ``line``'s pieces that may be one digit, brought to 28x28."""
     scale = ink.per_source[0]
     rim = max(1, round(0.04 * line.height))
-    images, boxes = [], []
-    for i, j in cands:
+    out = []
+    for i, j in _candidates(line):
         box, mask = union_mask(line.parts[i : j + 1])
         y0, y1, x0, x1 = box
-        images.append(digit_input(ink.ink[y0:y1, x0:x1] * grow(mask, rim), scale))
-        boxes.append(box)
-    probs = predictor.classify(np.stack([im.image for im in images]))
+        out.append(
+            Crop(i, j, box, mask, digit_input(ink.ink[y0:y1, x0:x1] * grow(mask, rim), scale))
+        )
+    return out
+
+
+def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> list[Char]:
+    """The best reading of one line: the groupings of its pieces the model reads best."""
+    cands = crops(ink, line)
+    if not cands:
+        return []
+    probs = _digit_probabilities(predictor, np.stack([c.image.image for c in cands]))
     scores = {
-        (i, j): _score(p, b, line.height, line.parts[i].cut, im.blank)
-        for (i, j), p, b, im in zip(cands, probs, boxes, images, strict=True)
+        (c.first, c.last): _score(p, c.box, line.height, line.parts[c.first].cut, c.image.blank)
+        for c, p in zip(cands, probs, strict=True)
     }
     # best[k]: the best reading of the first k pieces, and the grouping that ends it.
     n = len(line.parts)
@@ -177,15 +207,15 @@ def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> lis
     def where(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         return source_box(box, ink.ink.shape, ink.record.source_size)
 
-    found = {c: (p, b, im) for c, p, b, im in zip(cands, probs, boxes, images, strict=True)}
+    found = {(c.first, c.last): (c, p) for c, p in zip(cands, probs, strict=True)}
     chars = []
-    for c in reversed(path):
-        p, box, im = found[c]
-        if im.blank:
+    for step in reversed(path):
+        c, p = found[step]
+        if c.image.blank:
             continue
         d = int(p.argmax())
         chars.append(Char(predictor.classes[d], float(p[d]), [float(v) for v in p],
-                          where(box), index))  # fmt: skip
+                          where(c.box), index))  # fmt: skip
     for m in line.marks:
         mb = (m.part.y0, m.part.y1, m.part.x0, m.part.x1)
         chars.append(Char(m.char, 1.0, None, where(mb), index))

@@ -298,6 +298,15 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
 
 
+def reading_model_path(model: Path) -> Path:
+    """Where a digit model's reading model is kept: ``NAME.reader.safetensors`` beside
+    ``NAME.safetensors`` (or its exports, ``NAME.onnx`` and ``NAME.int8.onnx``)."""
+    name = model.name
+    for suffix in (".int8.onnx", ".onnx", ".safetensors"):
+        name = name.removesuffix(suffix)
+    return model.with_name(f"{name}.reader.safetensors")
+
+
 def resolve_model_path(
     model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
 ) -> tuple[Path, str]:

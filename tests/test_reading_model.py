@@ -1,0 +1,77 @@
+"""The reading model: the reader's crops of composed numbers labelled by what they hold, a
+tiny fine-tune through the CLI, and the model found beside its digit model."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import compose, encode, run_cli
+from digitrec.checkpoint import read_meta
+from digitrec.compose import compose as compose_number
+from digitrec.predictor import Predictor
+from digitrec.reading import read
+from digitrec.reading_model import labelled_crops
+from digitrec.runs import reading_model_path, shipped_model_path
+
+
+def first_of(mnist, label: int) -> np.ndarray:
+    return mnist.train_images[int(np.flatnonzero(mnist.train_labels.numpy() == label)[0])].numpy()
+
+
+def test_a_crop_of_one_whole_digit_is_that_digit_and_one_of_two_digits_is_none(mnist):
+    rng = np.random.default_rng(0)
+    number = compose_number([first_of(mnist, 1), first_of(mnist, 7)], rng, (2, 2), 60)
+    images, labels = labelled_crops(number.framed(0.3, rng), [1, 7])
+    assert labels == [1, 10, 7]  # the 1, both together, the 7
+    assert all(im.shape == (28, 28) and im.dtype == np.uint8 and im.max() > 200 for im in images)
+
+
+def test_a_crop_of_half_a_digit_is_none(mnist):
+    rng = np.random.default_rng(1)
+    zero = first_of(mnist, 0)
+    # Three touching zeros: the reader cuts them where they touch, and elsewhere too.
+    number = compose_number([zero, zero, zero], rng, (0, 0), 60)
+    _, labels = labelled_crops(number.framed(0.3, rng), [0, 0, 0])
+    assert 10 in labels and 0 in labels and set(labels) <= {0, 10}
+
+
+@pytest.mark.slow
+def test_train_reader_writes_a_model_with_a_none_class_that_read_finds(tmp_path):
+    base = tmp_path / "m.safetensors"
+    shutil.copy(shipped_model_path(), base)
+    args = ["train-reader", "--model-path", str(base), "--numbers", "6", "--epochs", "0.001"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for row in ("digits read right", "digits called none", "number crops labelled right"):
+        assert row in out
+    reader = reading_model_path(base)
+    assert reader.name == "m.reader.safetensors" and str(reader) in out
+    meta = read_meta(reader)
+    assert meta["classes"] == [str(d) for d in range(10)] + ["none"]
+    assert meta["reading"]["numbers"] == 6 and meta["reading"]["base_sha256"]
+    assert 0.9 < meta["reading"]["validation"]["digits_acc"] <= 1
+    json.dumps(meta)  # the provenance is plain JSON
+
+    predictor = Predictor.load(base, backend="torch")
+    assert predictor.reading_model().path == reader
+    assert predictor.reading_model() is predictor.reading_model()  # loaded once
+    assert Predictor.load(reader, backend="torch").reading_model().path == reader  # no companion
+
+    again = run_cli(*args)  # never overwritten without --force
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.slow
+def test_train_reader_refuses_an_export():
+    onnx = shipped_model_path().with_suffix(".onnx")
+    done = run_cli("train-reader", "--model-path", str(onnx))
+    assert done.returncode == 2 and "not an export" in done.stderr
+
+
+@pytest.mark.parametrize("text", ["4096", "2718", "1234"])
+def test_touching_digits_are_read_one_by_one(glyphs, text):
+    img, _ = compose(glyphs, [text], gap=-1)
+    assert read(Predictor.load(), encode(img)).text == text
