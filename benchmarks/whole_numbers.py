@@ -8,8 +8,8 @@ validation split carved from training data, seed 0, for tuning without the test 
 
 Columns: whole-number accuracy (every character right, nothing missing or extra),
 per-digit accuracy (characters matched in order, over the true ones), and the reference
-in the same run: the share of numbers whose every digit the model reads right when each
-is handed to `digitrec predict` alone, drawn on the canvas at the same size (what
+in the same run: the share of numbers whose every digit the digit model reads right when
+each is handed to `digitrec predict` alone, drawn on the canvas at the same size (what
 segmentation could reach at best). Then milliseconds per number, PNG or JPEG bytes in,
 text out. Gaps are in pixels of MNIST's 28 px grid (a digit ~20 px tall there), drawn at
 ``--height``.
@@ -142,8 +142,10 @@ def main() -> None:
     cats = {k: (lambda k=k: sample(CATEGORIES[k], pool, images, labels, rng, args.height))
             for k in CATEGORIES}  # fmt: skip
     cats["two lines, 4 digits each"] = lambda: two_lines(pool, images, labels, rng, args.height)
-    print(f"model {predictor.name} ({predictor.backend}), {args.n} numbers per category, "
-          f"MNIST {args.split} digits drawn {args.height} px tall")  # fmt: skip
+    reader = predictor.reading_model()
+    print(f"model {predictor.name} ({predictor.backend}), reading model "
+          f"{reader.path.name if reader.path else '?'} ({reader.backend}), {args.n} numbers "
+          f"per category, MNIST {args.split} digits drawn {args.height} px tall")  # fmt: skip
     print(f"{'category':<30} {'whole':>7} {'digits':>7} {'ref':>7} {'ms':>6}  notes")
     shown = []
     for name, make in cats.items():

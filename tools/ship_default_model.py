@@ -7,7 +7,9 @@ first one's accuracy on clean digits and most of the second one's on corrupted o
 (chosen on the validation split and its robustness renders). The average is then
 evaluated on the test set once, copied to src/digitrec/assets/default.safetensors with
 the commands, validation metrics and test accuracy in its metadata, described in
-default.json, and exported to ONNX beside it, float32 and int8 (parity-checked).
+default.json, and exported to ONNX beside it, float32 and int8 (parity-checked). Last,
+its reading model for whole numbers (`digitrec train-reader`, default.reader.safetensors)
+is made from it and exported beside it.
 
     python tools/ship_default_model.py [--base RUN|CHECKPOINT] [--to DIR [--limit N]]
 
@@ -17,7 +19,7 @@ first step; the base it was made from is the file shipped before it:
 
     git show 87b4f92:src/digitrec/assets/default.safetensors > base.safetensors
 
---to writes the four files elsewhere; with it, --limit N trains each step one epoch on N
+--to writes the six files elsewhere; with it, --limit N trains each step one epoch on N
 images: a quick check that the chain runs, never a model to ship.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from digitrec.checkpoint import copy_with_meta, read_meta
 from digitrec.files import write_json
-from digitrec.runs import read_config, resolve_checkpoint
+from digitrec.runs import read_config, reading_model_path, resolve_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "digitrec" / "assets"
 # In float32, as the shipped model was trained (before --precision existed, its commands
@@ -124,6 +126,10 @@ def main() -> None:
         # The ONNX export beside it is what the Predictor runs by default (--backend auto);
         # its int8 copy is what `--backend int8` runs (servers under load).
         digitrec("export", str(shipped_path), "--quantize", "int8")
+        # Its reading model (numbers), made from it and exported beside it in turn.
+        quick_reader = ["--numbers", "20", "--epochs", "0.01"] if args.limit else []
+        digitrec("train-reader", "--model-path", str(shipped_path), "--force", *quick_reader)
+        digitrec("export", str(reading_model_path(shipped_path)))
         write_json(
             args.to / "default.json",
             {

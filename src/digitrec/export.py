@@ -111,7 +111,7 @@ class OnnxModel:
     """An exported model on ONNX Runtime, called like the PyTorch model: a (N, 1, 28, 28)
     float tensor in, logits out."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, spin: bool = True) -> None:
         ort = _runtime()
         self.path = Path(path)
         if not self.path.is_file():
@@ -119,6 +119,8 @@ class OnnxModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        if not spin:  # threads that wait busy after a run steal the cores of another session's
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), opts, providers=["CPUExecutionProvider"]

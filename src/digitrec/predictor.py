@@ -57,7 +57,9 @@ def inference_module(model: nn.Module) -> nn.Module:
         return model
 
 
-def export_of(checkpoint: Path, required: bool, int8: bool = False) -> OnnxModel | None:
+def export_of(
+    checkpoint: Path, required: bool, int8: bool = False, spin: bool = True
+) -> OnnxModel | None:
     """The ONNX Runtime model exported from exactly this checkpoint (beside it, with its
     SHA-256 in the metadata), or its int8 copy. None if there is none and it is not
     ``required``."""
@@ -68,7 +70,7 @@ def export_of(checkpoint: Path, required: bool, int8: bool = False) -> OnnxModel
             raise CheckpointError(
                 f"No {'int8 ' * int8}ONNX export of {checkpoint} (looked for {onnx}): run `{how}`"
             )
-        runtime = OnnxModel(onnx)
+        runtime = OnnxModel(onnx, spin=spin)
         if runtime.meta.get("checkpoint_sha256") != sha256(checkpoint):
             raise CheckpointError(
                 f"{onnx} was exported from another version of {checkpoint.name}: "
@@ -145,26 +147,28 @@ class Predictor:
         runs_dir: str | None = None,
         device: str = "cpu",
         backend: str = "auto",
+        spin: bool = True,
         **kwargs: Any,
     ) -> Predictor:
         """Resolve and load a model once. ``backend``: ``torch``, ``onnx`` (ONNX Runtime,
         from an exported ``.onnx`` file, given or found beside the checkpoint), ``int8``
         (its int8 copy, ``NAME.int8.onnx``: a third of the time per image in batches, for
         servers) or ``auto`` (ONNX Runtime when a float export of exactly this checkpoint
-        exists and the device is the CPU, else PyTorch)."""
+        exists and the device is the CPU, else PyTorch). ``spin``: whether ONNX Runtime's
+        threads wait busy after a run (faster for a model called alone)."""
         if backend not in BACKENDS:
             raise CheckpointError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
         path, source = resolve_model_path(model_path, runs_dir)
         if path.suffix == ".onnx":
             if backend == "torch":
                 raise CheckpointError(f"{path} is an ONNX model: use --backend onnx or auto")
-            runtime: OnnxModel | None = OnnxModel(path)
+            runtime: OnnxModel | None = OnnxModel(path, spin=spin)
             if backend == "int8" and runtime.meta.get("precision") != "int8":
                 raise CheckpointError(
                     f"{path} is a float32 ONNX model: give its .int8.onnx copy for --backend int8"
                 )
         elif backend in ("onnx", "int8") or (backend == "auto" and device == "cpu"):
-            runtime = export_of(path, required=backend != "auto", int8=backend == "int8")
+            runtime = export_of(path, backend != "auto", backend == "int8", spin)
         else:
             runtime = None
         if runtime is None:
@@ -179,8 +183,9 @@ class Predictor:
         with self._reader_lock:
             if self._reader is None:
                 companion = reading_model_path(self.path) if self.path else None
+                # Called in turn with this model: its threads must not wait busy.
                 self._reader = (
-                    Predictor.load(companion, uncertain_below=self.uncertain_below)
+                    Predictor.load(companion, spin=False, uncertain_below=self.uncertain_below)
                     if companion is not None and companion.is_file()
                     else self
                 )

@@ -92,15 +92,32 @@ def read(
     max_pixels: int | None = None,
     budget: PixelBudget | None = None,
 ) -> Reading:
-    """Every digit (and decimal point, comma, minus) in ``src``, as text, read by
-    ``predictor``'s reading model (``Predictor.reading_model``)."""
+    """Every digit (and decimal point, comma, minus) in ``src``, as text: where the digits
+    are is decided by ``predictor``'s reading model (``Predictor.reading_model``), which
+    digit each is by ``predictor`` itself, as for a digit alone."""
     ink = ink_map(src, READ_SIDE, max_pixels, budget)
-    source_size = ink.record.source_size
     lines = [] if ink.record.blank else find_lines(ink.ink > ink.threshold)
-    chars: list[Char] = []
-    model = predictor.reading_model()
+    reader = predictor.reading_model()
+    found = [(i, c, p) for i, line in enumerate(lines) for c, p in _best_crops(reader, ink, line)]
+    probs = predictor.classify(np.stack([c.image.image for _, c, _ in found])) if found else []
+    if found and reader is not predictor:  # which digit: the two models' opinions, averaged
+        theirs = np.stack([p for _, _, p in found])
+        probs = (probs + theirs / theirs.sum(1, keepdims=True)) / 2
+
+    def where(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return source_box(box, ink.ink.shape, ink.record.source_size)
+
+    chars = []
+    for (i, c, _), p in zip(found, probs, strict=True):
+        d = int(p.argmax())
+        chars.append(Char(predictor.classes[d], float(p[d]), [float(v) for v in p],
+                          where(c.box), i))  # fmt: skip
     for i, line in enumerate(lines):
-        chars += _read_line(model, ink, line, i)
+        for m in line.marks:
+            chars.append(
+                Char(m.char, 1.0, None, where((m.part.y0, m.part.y1, m.part.x0, m.part.x1)), i)
+            )
+    chars.sort(key=lambda ch: (ch.line, (ch.box[0] + ch.box[2]) / 2))
     texts = ["".join(c.char for c in chars if c.line == i) for i in range(len(lines))]
     digits = [c for c in chars if c.probabilities is not None]
     return Reading(
@@ -108,7 +125,7 @@ def read(
         confidence=math.prod(c.confidence for c in digits) if digits else 0.0,
         uncertain=not digits or any(c.confidence < predictor.uncertain_below for c in digits),
         chars=chars,
-        source_size=source_size,
+        source_size=ink.record.source_size,
     )
 
 
@@ -166,6 +183,9 @@ class Crop:
     image: Preprocessed  # the model's 28x28 input
 
 
+Read = tuple[Crop, np.ndarray]  # a crop and the ten digits' probabilities given it
+
+
 def crops(ink: InkMap, line: Line) -> list[Crop]:
     """Every grouping of ``line``'s pieces that may be one digit, brought to 28x28."""
     scale = ink.per_source[0]
@@ -180,43 +200,22 @@ def crops(ink: InkMap, line: Line) -> list[Crop]:
     return out
 
 
-def _read_line(predictor: Predictor, ink: InkMap, line: Line, index: int) -> list[Char]:
-    """The best reading of one line: the groupings of its pieces the model reads best."""
+def _best_crops(reader: Predictor, ink: InkMap, line: Line) -> list[Read]:
+    """The digits of one line, left to right: the groupings of its pieces that ``reader``
+    reads best together (blank ones left out), with the digits' probabilities it gave."""
     cands = crops(ink, line)
     if not cands:
         return []
-    probs = _digit_probabilities(predictor, np.stack([c.image.image for c in cands]))
-    scores = {
-        (c.first, c.last): _score(p, c.box, line.height, line.parts[c.first].cut, c.image.blank)
-        for c, p in zip(cands, probs, strict=True)
-    }
+    probs = _digit_probabilities(reader, np.stack([c.image.image for c in cands]))
     # best[k]: the best reading of the first k pieces, and the grouping that ends it.
     n = len(line.parts)
-    best: list[tuple[float, tuple[int, int] | None]] = [(0.0, None)] + [(-math.inf, None)] * n
-    for (i, j), s in sorted(scores.items(), key=lambda kv: kv[0][1]):
-        if best[i][0] + s > best[j + 1][0]:
-            best[j + 1] = (best[i][0] + s, (i, j))
+    best: list[tuple[float, Read | None]] = [(0.0, None), *[(-math.inf, None)] * n]
+    for c, p in sorted(zip(cands, probs, strict=True), key=lambda cp: cp[0].last):
+        s = best[c.first][0] + _score(p, c.box, line.height, line.parts[c.first].cut, c.image.blank)
+        if s > best[c.last + 1][0]:
+            best[c.last + 1] = (s, (c, p))
     path, k = [], n
-    while k > 0:
-        step = best[k][1]
-        if step is None:  # unreachable: every single piece is a candidate
-            break
+    while k > 0 and (step := best[k][1]) is not None:  # every single piece is a candidate
         path.append(step)
-        k = step[0]
-
-    def where(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        return source_box(box, ink.ink.shape, ink.record.source_size)
-
-    found = {(c.first, c.last): (c, p) for c, p in zip(cands, probs, strict=True)}
-    chars = []
-    for step in reversed(path):
-        c, p = found[step]
-        if c.image.blank:
-            continue
-        d = int(p.argmax())
-        chars.append(Char(predictor.classes[d], float(p[d]), [float(v) for v in p],
-                          where(c.box), index))  # fmt: skip
-    for m in line.marks:
-        mb = (m.part.y0, m.part.y1, m.part.x0, m.part.x1)
-        chars.append(Char(m.char, 1.0, None, where(mb), index))
-    return sorted(chars, key=lambda ch: (ch.box[0] + ch.box[2]) / 2)
+        k = step[0].first
+    return [(c, p) for c, p in reversed(path) if not c.image.blank]
