@@ -38,6 +38,7 @@ SEGMENT_BONUS = 0.1
 SHORT = 0.6  # a digit shorter than this share of its line's height costs (SHORT - r) * 4
 TOO_WIDE = 1.1  # a digit wider than this share of its line's height costs (r - TOO_WIDE) * 3
 CUT_COST = 0.4  # a digit starting at a cut through ink, not at a gap: the model must agree
+RIM = 0.04  # a crop keeps the line's ink this share of its height around its pieces
 NONE = "none"  # a reading model's class for "not one whole digit" (a fragment, two digits)
 
 
@@ -189,7 +190,7 @@ Read = tuple[Crop, np.ndarray]  # a crop and the ten digits' probabilities given
 def crops(ink: InkMap, line: Line) -> list[Crop]:
     """Every grouping of ``line``'s pieces that may be one digit, brought to 28x28."""
     scale = ink.per_source[0]
-    rim = max(1, round(0.04 * line.height))
+    rim = max(1, round(RIM * line.height))
     out = []
     for i, j in _candidates(line):
         box, mask = union_mask(line.parts[i : j + 1])

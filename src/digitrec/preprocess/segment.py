@@ -203,14 +203,15 @@ def _cut(p: Part, height: float) -> list[Part]:
     return pieces
 
 
-def _seams(mask: np.ndarray) -> list[np.ndarray]:
+def _seams(mask: np.ndarray, step: float = 0.2) -> list[np.ndarray]:
     """Top-to-bottom paths through ``mask`` (per row, a column), cheapest first: the
     cheapest path to each bottom column, each ink pixel crossed costing 1 and each step
-    sideways 0.2."""
+    sideways ``step``."""
     cost = mask.astype(np.float32)
     total, back = cost[0].copy(), np.zeros(cost.shape, np.int8)
     for r in range(1, len(cost)):
-        moves = np.stack([np.r_[np.inf, total[:-1]] + 0.2, total, np.r_[total[1:], np.inf] + 0.2])
+        moves = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+        moves[[0, 2]] += step
         k = moves.argmin(0)
         total = moves[k, np.arange(len(total))] + cost[r]
         back[r] = k - 1
@@ -225,18 +226,7 @@ def _path(mask: np.ndarray, start: int, half: int) -> np.ndarray:
     """Per row, the column of the top-to-bottom path through ``mask`` within ``half`` of
     ``start`` that crosses the fewest ink pixels (a step sideways costs a little)."""
     lo, hi = max(0, start - half), min(mask.shape[1], start + half + 1)
-    cost = mask[:, lo:hi].astype(np.float32)
-    total, back = cost[0].copy(), np.zeros(cost.shape, np.int8)
-    for r in range(1, len(cost)):
-        moves = np.stack([np.r_[np.inf, total[:-1]] + 0.1, total, np.r_[total[1:], np.inf] + 0.1])
-        k = moves.argmin(0)
-        total = moves[k, np.arange(len(total))] + cost[r]
-        back[r] = k - 1
-    path = np.empty(len(cost), int)
-    path[-1] = int(total.argmin())
-    for r in range(len(cost) - 1, 0, -1):
-        path[r - 1] = path[r] + back[r, path[r]]
-    return path + lo
+    return _seams(mask[:, lo:hi], step=0.1)[0] + lo
 
 
 def _trim(p: Part) -> Part:
