@@ -44,6 +44,7 @@ STRAY = 0.15  # less than this share of any other digit's, is that digit;
 PART = 0.55  # one holding less than this share of any digit, or
 MIXED = 0.35  # this share of a second digit, is none. Others are left out.
 BATCH, LR = 128, 1e-3
+DIGITS = [str(d) for d in range(10)]
 # The project's validation split (``digitrec train``'s defaults): never trained on here.
 VAL_SIZE, SPLIT_SEED = TrainConfig.val_size, TrainConfig.split_seed
 
@@ -121,9 +122,7 @@ def train_reading_model(
     """Fine-tune ``base`` into a reading model at ``out``; returns what was measured on the
     validation split (digits, and crops of numbers composed from validation digits)."""
     model, meta = load_model(base, resolve_device(device))
-    if meta.get("model") == "ensemble" or meta.get("classes", [str(d) for d in range(10)]) != [
-        str(d) for d in range(10)
-    ]:
+    if meta.get("model") == "ensemble" or meta.get("classes", DIGITS) != DIGITS:
         raise DigitrecError(f"{base}: a reading model is made from one MNIST digit model")
     ds = load_dataset("mnist", data_dir, log=log)
     train_idx, val_idx = split_indices(len(ds.train_images), VAL_SIZE, SPLIT_SEED)
@@ -134,7 +133,7 @@ def train_reading_model(
     vx, vy = composed_examples(images[val_idx], labels[val_idx], max(1, numbers // 10), rng)
     log(f"{len(cx)} crops of {numbers} training numbers ({(cy == 10).mean():.0%} none), "
         f"{len(vx)} validation crops, in {time.perf_counter() - t0:.0f} s")  # fmt: skip
-    before = _scores(model, ds.train_images[val_idx].numpy(), ds.train_labels[val_idx].numpy())
+    before = _scores(model, images[val_idx], labels[val_idx])
     model = with_none_class(model)
     x = np.concatenate([cx, images[train_idx]])
     y = np.concatenate([cy, labels[train_idx]])
@@ -147,7 +146,7 @@ def train_reading_model(
     record = {
         "model": meta["model"],
         "dataset": "mnist",
-        "classes": [str(d) for d in range(10)] + [NONE],
+        "classes": [*DIGITS, NONE],
         "normalization": meta.get("normalization"),
         "input": [1, 28, 28],
         "run": out.stem,
