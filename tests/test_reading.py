@@ -28,6 +28,7 @@ def test_a_number_reads_as_its_digits_with_their_boxes_in_source_pixels(predicto
         cx, cy = (c.box[0] + c.box[2]) / 2, (c.box[1] + c.box[3]) / 2
         assert x0 <= cx <= x1 and y0 <= cy <= y1, (c.box, (x0, y0, x1, y1))
         assert len(c.probabilities) == 10 and c.confidence == max(c.probabilities)
+        assert sum(c.probabilities) == pytest.approx(1, abs=1e-5)
     assert r.confidence == pytest.approx(np.prod([c.confidence for c in r.chars]))
 
 

@@ -42,7 +42,10 @@ class PredictionBody(BaseModel):
 class CharBody(BaseModel):
     char: str = Field(description="A digit, or '.', ',' or '-' where written")
     confidence: float = Field(description="The digit's probability (1 for a mark)")
-    probabilities: list[float] | None = Field(description="One per digit; null for a mark")
+    probabilities: list[float] | None = Field(
+        description="One per digit, summing to 1 (the mean of the digit model's and its "
+        "reading model's); null for a mark"
+    )
     box: list[int] = Field(description="x0, y0, x1, y1 in the uploaded image's pixels")
     line: int = Field(description="Which line of writing, 0 at the top")
 
