@@ -2,9 +2,10 @@
 
 The image goes through the single-digit pipeline's decoding, polarity, background and
 clean-up stages (``preprocess.ink_map``); ``preprocess.segment`` finds its lines, pieces
-and marks; here the model reads each plausible grouping of neighbouring pieces (one
-piece, a digit written in two strokes, the halves of touching digits) and the reading
-with the best total score wins: segmentation by recognition.
+and marks; here the reading model (``reading_model``: a digit model that also says
+"none" for what is not one whole digit) reads each plausible grouping of neighbouring
+pieces (one piece, a digit written in two strokes, the halves of touching digits) and the
+reading with the best total score wins: segmentation by recognition.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def read(
     budget: PixelBudget | None = None,
 ) -> Reading:
     """Every digit (and decimal point, comma, minus) in ``src``, as text: where the digits
-    are is decided by ``predictor``'s reading model (``Predictor.reading_model``), which
-    digit each is by ``predictor`` itself, as for a digit alone."""
+    are is decided by ``predictor``'s reading model (``Predictor.reading_model``); which
+    digit each is, by the mean of the two models' probabilities."""
     ink = ink_map(src, READ_SIDE, max_pixels, budget)
     lines = [] if ink.record.blank else find_lines(ink.ink > ink.threshold)
     reader = predictor.reading_model()
