@@ -77,3 +77,12 @@ def test_touching_digits_are_read_one_by_one(glyphs, text):
     digits = [glyphs[int(ch)] for ch in text]
     number = compose_number(digits, rng, (0, 0), 60).framed(0.3, rng)  # strokes touch
     assert read(Predictor.load(), number.png()).text == text
+
+
+@pytest.mark.slow
+def test_train_reader_refuses_an_out_it_cannot_write_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done = run_cli("train-reader", "--out", str(blocker / "m.reader.safetensors"), timeout=60)
+    assert done.returncode == 2 and "is not a writable directory" in done.stderr
+    assert "crops of" not in done.stdout  # refused before composing a single number

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -595,6 +596,9 @@ def cmd_train_reader(args) -> int:
     out = Path(args.out) if args.out else reading_model_path(base)
     if out.exists() and not args.force:
         raise DigitrecError(f"{out} already exists; pass --force to replace it or --out elsewhere")
+    parent = next(p for p in out.resolve().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK):  # now, not after the training
+        raise DigitrecError(f"--out {out}: {parent} is not a writable directory")
     print(f"base: {base} ({source})")
     got = train_reading_model(base, out, args.numbers, args.epochs, args.seed, args.device,
                               args.data_dir)  # fmt: skip
@@ -602,8 +606,10 @@ def cmd_train_reader(args) -> int:
     print(f"\n{'validation':<34} {'base':>8} {'reader':>8}")
     print(f"{'digits read right':<34} {before['digits_acc']:>8.2%} {after['digits_acc']:>8.2%}")
     print(f"{'digits called none':<34} {'':>8} {after['digits_none']:>8.2%}")
-    print(f"{'number crops labelled right':<34} {'':>8} {after['crops_acc']:>8.2%}")
-    print(f"{'  of them none, called none':<34} {'':>8} {after['crops_none_recall']:>8.2%}")
+    for name, key in (("number crops labelled right", "crops_acc"),
+                      ("  of them none, called none", "crops_none_recall")):  # fmt: skip
+        v = after[key]
+        print(f"{name:<34} {'':>8} {'no crops' if v != v else f'{v:.2%}':>8}")
     print(f"\nwrote {out}; `digitrec export {out}` makes its ONNX copy")
     return 0
 
