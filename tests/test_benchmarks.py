@@ -12,6 +12,7 @@ import pytest
 from conftest import assert_drawn
 from digitrec.checkpoint import read_meta
 from digitrec.predictor import Predictor
+from digitrec.runs import line_model_path
 
 pytestmark = pytest.mark.slow  # each trains, serves or scores through the whole pipeline
 
@@ -89,11 +90,12 @@ def test_serve_load_compares_the_server_with_the_framework_ceiling():
     assert "of the framework's ceiling" in out
 
 
-def test_ship_default_model_makes_the_six_files_elsewhere(tmp_path):
+def test_ship_default_model_makes_the_seven_files_elsewhere(tmp_path):
     out = run("tools/ship_default_model.py", "--to", str(tmp_path), "--limit", "300")
     files = {p.name for p in tmp_path.iterdir()}
     assert files == {"default.safetensors", "default.onnx", "default.int8.onnx", "default.json",
-                     "default.reader.safetensors", "default.reader.onnx"}  # fmt: skip
+                     "default.reader.safetensors", "default.reader.onnx",
+                     "default.lines.safetensors"}  # fmt: skip
     record = json.loads((tmp_path / "default.json").read_text())
     assert "--limit 300" in record["command"] and record["test"]["accuracy"] > 0.1, record
     assert f"shipped {tmp_path / 'default.safetensors'}" in out
@@ -102,6 +104,7 @@ def test_ship_default_model_makes_the_six_files_elsewhere(tmp_path):
     assert shipped.meta["model"] == "best"
     assert shipped.reading_model().classes[-1] == "none"
     assert shipped.reading_model().backend == "onnx"  # its export, found beside it
+    assert line_model_path(tmp_path / "default.safetensors").parent == tmp_path
 
 
 def test_ship_default_model_refuses_a_quick_model_in_the_package(tmp_path):

@@ -2,6 +2,7 @@
 each digit's box in the image's own pixels; through the API as through the library."""
 
 import base64
+import shutil
 
 import numpy as np
 import pytest
@@ -9,8 +10,10 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from conftest import compose, encode
+from digitrec.compose import compose as compose_number
 from digitrec.predictor import Predictor
 from digitrec.reading import read
+from digitrec.runs import shipped_model_path
 from digitrec.web.app import create_app
 
 
@@ -120,3 +123,17 @@ def test_read_is_documented(client):
     op = spec["paths"]["/api/read"]["post"]
     assert {"413", "422"} <= set(op["responses"]) and "multipart/form-data" in str(op)
     assert "ReadingBody" in spec["components"]["schemas"]
+
+
+def test_a_damaged_line_model_is_a_503_naming_the_file_and_spares_lines_apart(tmp_path, glyphs):
+    base = tmp_path / "m.safetensors"
+    shutil.copy(shipped_model_path(), base)
+    (tmp_path / "m.lines.safetensors").write_bytes(b"not a model")
+    rng = np.random.default_rng(0)
+    touching = compose_number([glyphs[4], glyphs[2]], rng, (0, 0), 60).framed(0.3, rng)
+    png = {"headers": {"content-type": "image/png"}}
+    with TestClient(create_app(Predictor.load(base))) as c:
+        r = c.post("/api/read", content=touching.png(), **png)
+        assert r.status_code == 503 and "m.lines.safetensors" in r.json()["detail"], r.text
+        apart = c.post("/api/read", content=encode(compose(glyphs, ["42"])[0]), **png)
+        assert apart.status_code == 200 and apart.json()["text"] == "42"

@@ -9,7 +9,8 @@ evaluated on the test set once, copied to src/digitrec/assets/default.safetensor
 the commands, validation metrics and test accuracy in its metadata, described in
 default.json, and exported to ONNX beside it, float32 and int8 (parity-checked). Last,
 its reading model for whole numbers (`digitrec train-reader`, default.reader.safetensors)
-is made from it and exported beside it.
+is made from it and exported beside it, and the line model for touching digits
+(`digitrec train-lines`, default.lines.safetensors) is trained beside them.
 
     python tools/ship_default_model.py [--base RUN|CHECKPOINT] [--to DIR [--limit N]]
 
@@ -19,7 +20,7 @@ first step; the base it was made from is the file shipped before it:
 
     git show 87b4f92:src/digitrec/assets/default.safetensors > base.safetensors
 
---to writes the six files elsewhere; with it, --limit N trains each step one epoch on N
+--to writes the seven files elsewhere; with it, --limit N trains each step one epoch on N
 images: a quick check that the chain runs, never a model to ship.
 """
 
@@ -130,6 +131,9 @@ def main() -> None:
         quick_reader = ["--numbers", "20", "--epochs", "0.01"] if args.limit else []
         digitrec("train-reader", "--model-path", str(shipped_path), "--force", *quick_reader)
         digitrec("export", str(reading_model_path(shipped_path)))
+        # The line model, for lines of touching digits (trained from scratch, run by torch).
+        quick_lines = ["--lines", "500", "--epochs", "0.1", "--workers", "1"] if args.limit else []
+        digitrec("train-lines", "--model-path", str(shipped_path), "--force", *quick_lines)
         write_json(
             args.to / "default.json",
             {

@@ -25,7 +25,7 @@ from torch import nn
 
 from digitrec.errors import CheckpointError
 from digitrec.files import atomic_path
-from digitrec.models import MODELS, Ensemble, build_model
+from digitrec.models import LINE_MODEL, MODELS, Ensemble, LineModel, build_model
 from digitrec.records import Number, Required, check
 
 FORMAT = "digitrec-checkpoint"
@@ -124,11 +124,11 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         if meta.get("model") == ENSEMBLE
         else [meta.get("model")]
     )
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in MODELS and n != LINE_MODEL]
     if meta.get("format") != FORMAT or unknown:
         raise CheckpointError(
             f"{path}: metadata names model {(unknown or names)[0]!r}, which this version of "
-            f"digitrec does not know (known: {', '.join(MODELS)})"
+            f"digitrec does not know (known: {', '.join([*MODELS, LINE_MODEL])})"
         )
     return meta
 
@@ -139,6 +139,8 @@ def build_from_meta(meta: dict[str, Any]) -> nn.Module:
 
     def one(record: dict[str, Any]) -> nn.Module:
         norm = record.get("normalization", {})
+        if record["model"] == LINE_MODEL:
+            return LineModel(num_classes, norm.get("mean", 0.1307), norm.get("std", 0.3081))
         return build_model(
             record["model"], num_classes, norm.get("mean", 0.1307), norm.get("std", 0.3081)
         )

@@ -265,6 +265,25 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="auto")
     _data_args(p, dataset=False)
+    p = sub.add_parser(
+        "train-lines",
+        help="train the line model that reads touching digits whole",
+        description="Train, from scratch, the model `read` uses for a line whose digits touch "
+        "or overlap: it reads the whole line (CTC), trained on lines composed from "
+        "training-split digits. Written beside the digit model as NAME.lines.safetensors, "
+        "where `read`, the API and the apps find it (else they use the shipped one).",
+    )
+    p.add_argument("--model-path", help="the digit model it goes beside (default: the usual "
+                   "resolution)")  # fmt: skip
+    p.add_argument("--out", help="where to write it (default: NAME.lines.safetensors beside)")
+    p.add_argument("--lines", type=int, default=120_000, help="training lines composed")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the lines")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="processes composing lines")
+    p.add_argument("--force", action="store_true", help="replace an existing line model")
+    p.add_argument("--runs-dir")
+    p.add_argument("--device", default="auto")
+    _data_args(p, dataset=False)
 
 
 def _add_apps_commands(sub: argparse._SubParsersAction) -> None:
@@ -584,21 +603,30 @@ def cmd_read(args) -> int:
     return 1 if any("error" in r for r in records) else 0
 
 
-def cmd_train_reader(args) -> int:
-    from digitrec.reading_model import train_reading_model
+def _companion_out(args, kind: str) -> tuple[Path, Path, str]:
+    """The digit model (and where it came from) and where its companion ``kind`` goes:
+    refused now, not after the training, when it exists (without --force) or cannot be
+    written."""
     from digitrec.runs import reading_model_path, resolve_model_path
 
-    if args.numbers < 1 or args.epochs <= 0:
-        raise DigitrecError("--numbers must be at least 1 and --epochs above 0")
     base, source = resolve_model_path(args.model_path, args.runs_dir)
     if base.suffix != ".safetensors":
         raise DigitrecError(f"{base}: give the .safetensors checkpoint, not an export")
-    out = Path(args.out) if args.out else reading_model_path(base)
+    out = Path(args.out) if args.out else reading_model_path(base, kind)
     if out.exists() and not args.force:
         raise DigitrecError(f"{out} already exists; pass --force to replace it or --out elsewhere")
     parent = next(p for p in out.resolve().parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK):  # now, not after the training
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise DigitrecError(f"--out {out}: {parent} is not a writable directory")
+    return base, out, source
+
+
+def cmd_train_reader(args) -> int:
+    from digitrec.reading_model import train_reading_model
+
+    if args.numbers < 1 or args.epochs <= 0:
+        raise DigitrecError("--numbers must be at least 1 and --epochs above 0")
+    base, out, source = _companion_out(args, "reader")
     print(f"base: {base} ({source})")
     got = train_reading_model(base, out, args.numbers, args.epochs, args.seed, args.device,
                               args.data_dir)  # fmt: skip
@@ -611,6 +639,24 @@ def cmd_train_reader(args) -> int:
         v = after[key]
         print(f"{name:<34} {'':>8} {'no crops' if v != v else f'{v:.2%}':>8}")
     print(f"\nwrote {out}; `digitrec export {out}` makes its ONNX copy")
+    return 0
+
+
+def cmd_train_lines(args) -> int:
+    from digitrec.line_model import train_line_model
+
+    if args.lines < 1 or args.epochs <= 0 or args.workers < 1:
+        raise DigitrecError("--lines and --workers must be at least 1 and --epochs above 0")
+    base, out, _ = _companion_out(args, "lines")
+    print(f"for: {base}")
+    got = train_line_model(out, args.lines, args.epochs, args.seed, args.device,
+                           args.data_dir, args.workers)  # fmt: skip
+    val = got["validation"]
+    print(
+        f"\nvalidation ({val['lines']} lines of validation-split digits): lines read "
+        f"exactly {val['lines_exact']:.2%}, digits in place {val['digits_in_place']:.2%}"
+    )
+    print(f"wrote {out}")
     return 0
 
 
@@ -737,6 +783,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "read": cmd_read,
     "train-reader": cmd_train_reader,
+    "train-lines": cmd_train_lines,
 }
 
 

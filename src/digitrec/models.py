@@ -139,6 +139,38 @@ MODELS: dict[str, Callable[[int], list[nn.Module]]] = {
 }
 
 
+LINE_MODEL = "lines"  # the model name of a checkpoint holding a ``LineModel``
+LINE_HEIGHT = 32  # a line model's input height: the digits' band takes the middle 26 px
+
+
+class LineModel(nn.Module):
+    """Reads a line of digits without cutting it: a (N, 1, 32, W) float batch in [0, 1] to
+    (N, classes, W // 2) logits, one column of classes per 2 px, class 0 the blank of CTC.
+
+    Convolutions see a digit's width; a bidirectional GRU along the line tells where one
+    digit ends and the next begins when they touch or overlap (the CRNN of text reading).
+    Every pooling after the first keeps the width: a 1 a few pixels wide still gets
+    columns of its own, and two equal neighbours a blank between them.
+    """
+
+    def __init__(self, num_classes: int = 11, mean: float = 0.1307, std: float = 0.3081) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            Normalize(mean, std),
+            *conv_bn(1, 32), nn.MaxPool2d(2),            # 32 -> 16, W -> W/2
+            *conv_bn(32, 64), nn.MaxPool2d((2, 1)),      # 16 -> 8
+            *conv_bn(64, 96), *conv_bn(96, 96), nn.MaxPool2d((2, 1)),  # 8 -> 4
+            *conv_bn(96, 128), nn.MaxPool2d((4, 1)),     # 4 -> 1
+            nn.Flatten(1, 2),
+        )  # fmt: skip
+        self.context = nn.GRU(128, 96, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(192, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns, _ = self.context(self.features(x).transpose(1, 2))
+        return self.head(columns).transpose(1, 2)
+
+
 def build_model(
     name: str, num_classes: int = 10, mean: float = 0.1307, std: float = 0.3081
 ) -> nn.Sequential:

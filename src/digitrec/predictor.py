@@ -24,9 +24,9 @@ from digitrec.augment import tta_matrices, tta_probabilities
 from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
-from digitrec.models import resolve_device
+from digitrec.models import LineModel, resolve_device
 from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
-from digitrec.runs import reading_model_path, resolve_model_path
+from digitrec.runs import line_model_path, reading_model_path, resolve_model_path
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
 UNCERTAIN_BELOW = 0.6
@@ -138,6 +138,7 @@ class Predictor:
         self._lock = threading.Lock()
         self._tta = tta_matrices()
         self._reader: Predictor | None = None
+        self._lines: LineModel | None = None
         self._reader_lock = threading.Lock()
 
     @classmethod
@@ -190,6 +191,19 @@ class Predictor:
                     else self
                 )
             return self._reader
+
+    def line_model(self) -> LineModel:
+        """The model that reads a line of touching digits (``digitrec.reading``):
+        ``NAME.lines.safetensors`` beside this model when there is one, else the shipped
+        one (it reads digits whatever the digit model). Loaded once, run by PyTorch."""
+        with self._reader_lock:
+            if self._lines is None:
+                path = line_model_path(self.path)
+                model, _ = load_model(path, self.device)
+                if not isinstance(model, LineModel):
+                    raise CheckpointError(f"{path} is not a line model (`digitrec train-lines`)")
+                self._lines = model
+            return self._lines
 
     @property
     def name(self) -> str:

@@ -1,12 +1,13 @@
 """The reading model: a digit model taught to say when a crop is not one whole digit.
 
-Reading a number tries many groupings of pieces (``reading.crops``): half a digit, a
-digit with a sliver of its neighbour, two touching digits. A model trained on single
-digits reads most of them confidently as *some* digit, so the reader cannot tell the
-right cut from a wrong one. This one is fine-tuned from a digit model with an 11th class,
-``none``, on exactly those crops: numbers composed from training-split digits
-(``compose``), cut by the reader itself, each crop labelled with the digit it holds or
-``none``, mixed with the training split's digits so single digits stay as they were.
+Reading a line of digits that stand apart tries many groupings of its pieces
+(``reading.crops``): one stroke of a digit written in two, two neighbours together. A
+model trained on single digits reads most of them confidently as *some* digit, so the
+reader cannot tell the right grouping from a wrong one. This one is fine-tuned from a
+digit model with an 11th class, ``none``, on exactly those crops: numbers composed from
+training-split digits (``compose``), grouped by the reader itself, each crop labelled
+with the digit it holds or ``none``, mixed with the training split's digits so single
+digits stay as they were. (Lines of touching digits are the line model's.)
 
 It is saved beside its digit model as ``NAME.reader.safetensors``;
 ``Predictor.reading_model`` finds it there.
@@ -59,6 +60,8 @@ def labelled_crops(number: Number, labels: list[int]) -> tuple[list[np.ndarray],
     totals = np.bincount(owner[owner >= 0], minlength=len(labels))
     images, ys = [], []
     for line in find_lines(ink.ink > ink.threshold):
+        if line.touching:  # read whole by the line model: no crops tried
+            continue
         for c in crops(ink, line):
             y0, y1, x0, x1 = c.box
             own = owner[y0:y1, x0:x1][c.mask]

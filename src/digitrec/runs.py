@@ -298,13 +298,22 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
 
 
-def reading_model_path(model: Path) -> Path:
-    """Where a digit model's reading model is kept: ``NAME.reader.safetensors`` beside
-    ``NAME.safetensors`` (or its exports, ``NAME.onnx`` and ``NAME.int8.onnx``)."""
+def reading_model_path(model: Path, kind: str = "reader") -> Path:
+    """Where a digit model's reading model (``kind``: or line model, ``lines``) is kept:
+    ``NAME.KIND.safetensors`` beside ``NAME.safetensors`` (or its exports, ``NAME.onnx``
+    and ``NAME.int8.onnx``)."""
     name = model.name
     for suffix in (".int8.onnx", ".onnx", ".safetensors"):
         name = name.removesuffix(suffix)
-    return model.with_name(f"{name}.reader.safetensors")
+    return model.with_name(f"{name}.{kind}.safetensors")
+
+
+def line_model_path(model: Path | None) -> Path:
+    """The line model for a digit model: ``NAME.lines.safetensors`` beside it (or beside
+    its exports) when there is one, else the one shipped in the package."""
+    if model is not None and (mine := reading_model_path(model, "lines")).is_file():
+        return mine
+    return shipped_model_path().with_name("default.lines.safetensors")
 
 
 def resolve_model_path(

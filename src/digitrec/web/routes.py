@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 
-from digitrec.errors import ImageError, ImageTooLarge
+from digitrec.errors import CheckpointError, ImageError, ImageTooLarge
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import PixelBudget
 from digitrec.reading import read
@@ -148,7 +148,10 @@ async def read_number(
     [item] = await items_from(request, batch=False, limits=limits)
     budget = PixelBudget(limits.max_request_pixels)
     with image_errors():
-        reading = await coalescer.call(lambda: read(p, item, limits.max_pixels, budget))
+        try:
+            reading = await coalescer.call(lambda: read(p, item, limits.max_pixels, budget))
+        except CheckpointError as exc:  # a companion model missing or damaged: the install's
+            raise BadRequest(503, f"numbers cannot be read here: {exc}") from None
     return JSONResponse({
         **reading.to_dict(),
         "model": {"name": p.name, "version": model_version(p)},

@@ -44,7 +44,7 @@ class CharBody(BaseModel):
     confidence: float = Field(description="The digit's probability (1 for a mark)")
     probabilities: list[float] | None = Field(
         description="One per digit, summing to 1 (the mean of the digit model's and its "
-        "reading model's); null for a mark"
+        "reading model's; in a line of touching digits, the line model's); null for a mark"
     )
     box: list[int] = Field(description="x0, y0, x1, y1 in the uploaded image's pixels")
     line: int = Field(description="Which line of writing, 0 at the top")
@@ -80,7 +80,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "the wrong count/range"
     ),
     500: _error("A failure of digitrec itself (a bug): logged; the connection stays usable"),
-    503: _error("The model is still loading"),
+    503: _error(
+        "The model is still loading (or, for /api/read, a model that reads numbers is missing "
+        "or damaged: the reason is given)"
+    ),
 }
 
 _BINARY = {"type": "string", "format": "binary"}
