@@ -326,6 +326,34 @@ def spatter(d, rng):
     return to_u8(np.maximum(x, (blobs > np.percentile(blobs, 96)).astype(np.float32)))
 
 
+# ------------------------------------------------------------------ framing
+
+
+def tight(d: np.ndarray, margin: int = 0) -> np.ndarray:
+    """The digit cropped to its ink (as an editor's crop does), ``margin`` px kept."""
+    rows, cols = np.flatnonzero(d.max(1) > 0), np.flatnonzero(d.max(0) > 0)
+    return np.pad(d[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], margin)
+
+
+def cell(d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Tight and stretched to ``size`` (width, height), as a scanned form's cell is."""
+    return np.asarray(Image.fromarray(tight(d)).resize(size, Image.Resampling.BILINEAR))
+
+
+def tall(d: np.ndarray, height: int) -> np.ndarray:
+    """Tight and scaled to ``height`` px tall, its aspect kept: a small scan."""
+    t = tight(d)
+    width = max(1, round(t.shape[1] * height / t.shape[0]))
+    return np.asarray(Image.fromarray(t).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def tight_paper_4x(d, rng):
+    """Tight, black on white, 4x: a crop of a good scan."""
+    t = 255 - tight(d)
+    return np.asarray(Image.fromarray(t).resize((t.shape[1] * 4, t.shape[0] * 4),
+                                                Image.Resampling.BICUBIC))  # fmt: skip
+
+
 VARIANTS: dict[str, tuple[str, Variant]] = {
     # name: (group, render)
     "clean 28x28": ("clean", clean),
@@ -355,4 +383,10 @@ VARIANTS: dict[str, tuple[str, Variant]] = {
     # Last, so that adding them left every other variant's random renders as they were.
     "fine pen": ("stroke", fine),
     "eroded strokes": ("stroke", eroded),
+    "tight crop": ("framing", lambda d, r: tight(d)),
+    "tight, 16x16": ("framing", lambda d, r: cell(d, (16, 16))),
+    "tight, 12x12": ("framing", lambda d, r: cell(d, (12, 12))),
+    "tight, 8 px tall": ("framing", lambda d, r: tall(d, 8)),
+    "1 px margin": ("framing", lambda d, r: tight(d, 1)),
+    "tight, black on white, 4x": ("framing", tight_paper_4x),
 }

@@ -21,6 +21,7 @@ from digitrec.preprocess.decode import (
     eight_bit,
     flatten,
 )
+from digitrec.preprocess.frame import FRAME_SOURCE, add_margin, fills_frame
 from digitrec.preprocess.ink import (
     BLANK_CONTRAST,
     INK_THRESHOLD,
@@ -220,11 +221,13 @@ def ink_map(
     record = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
     gray, rgb = _working_image(img, work_side, record)
     opts = Options(refine=False)  # no second looks: they look for one digit
-    ink = _ink(img, gray, rgb, gray.shape[1] / source_size[0], record, opts)
+    scale = gray.shape[1] / source_size[0]
+    framed, rgb, pad = _framed(gray, rgb, record, opts)
+    ink = _ink(img, framed, rgb, scale, record, opts)
     if isinstance(ink, Preprocessed):
         return InkMap(np.zeros(gray.shape, np.float32), 1.0, ink)
     ink, t, _ = _denoise(ink, record)
-    return InkMap(ink.astype(np.float32, copy=False), t, record)
+    return InkMap(_unframed(ink, pad).astype(np.float32, copy=False), t, record)
 
 
 def digit_input(crop: np.ndarray, scale: float) -> Preprocessed:
@@ -270,6 +273,7 @@ def _read(
     result = Preprocessed(np.zeros((28, 28), np.float32), source_size=source_size)
     gray, rgb = _working_image(img, work_side, result)
     scale = gray.shape[1] / source_size[0]
+    gray, rgb, pad = _framed(gray, rgb, result, opts)
     ink = _ink(img, gray, rgb if opts.robust else None, scale, result, opts)
     if isinstance(ink, Preprocessed):  # blank, or a sheet of paper read on its own path
         return ink
@@ -277,13 +281,14 @@ def _read(
         ink = _clean(img, ink, scale, result, opts)
         if isinstance(ink, Preprocessed):
             return ink
+    ink = _unframed(ink, pad)
     mask = ink > INK_THRESHOLD
     if mask.sum() < MIN_INK_PIXELS:
         return _blank(result)
 
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    result.box = source_box((y0, y1, x0, x1), gray.shape, result.source_size)
+    result.box = source_box((y0, y1, x0, x1), ink.shape, result.source_size)
     if opts.robust and opts.refine and max(y1 - y0, x1 - x0) < REFINE_BELOW and scale < 0.5:
         # A small digit in a large image: look again at the source around it, at full
         # resolution, so it reaches 20x20 with its detail rather than from a few pixels.
@@ -330,6 +335,21 @@ def _working_image(
     if not small_source:
         img = drop_unused_channels(img)
     return flatten(img)
+
+
+def _framed(
+    gray: np.ndarray, rgb: np.ndarray | None, result: Preprocessed, opts: Options
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """A small image whose ink touches every side given MNIST's margin (``frame``), and
+    the margin's width (0: none added)."""
+    if not opts.robust or max(result.source_size) > FRAME_SOURCE or not fills_frame(gray):
+        return gray, rgb, 0
+    result.steps.append("fills its frame: a margin added")
+    return add_margin(gray, rgb)
+
+
+def _unframed(ink: np.ndarray, pad: int) -> np.ndarray:
+    return ink[pad:-pad, pad:-pad] if pad else ink
 
 
 def _ink(
