@@ -77,10 +77,11 @@ def _share(images: np.ndarray, labels: np.ndarray) -> None:
     _POOL = (images, labels)
 
 
-def _chunk(seed: np.random.SeedSequence) -> list[tuple[np.ndarray, np.ndarray]]:
+def _chunk(task: tuple[np.random.SeedSequence, int]) -> list[tuple[np.ndarray, np.ndarray]]:
     assert _POOL is not None
+    seed, size = task
     rng = np.random.default_rng(seed)
-    return [x for _ in range(CHUNK) if (x := composed_line(*_POOL, rng)) is not None]
+    return [x for _ in range(size) if (x := composed_line(*_POOL, rng)) is not None]
 
 
 def composed_lines(
@@ -88,13 +89,14 @@ def composed_lines(
 ) -> Lines:
     """About ``n`` lines (whole chunks; the few the line finder splits left out), the
     same for a seed whatever the number of workers."""
-    seeds = np.random.SeedSequence(seed).spawn(max(1, round(n / CHUNK)))
+    size = min(CHUNK, n)
+    tasks = [(s, size) for s in np.random.SeedSequence(seed).spawn(max(1, round(n / size)))]
     if workers > 1:
         with ProcessPoolExecutor(workers, initializer=_share, initargs=(images, labels)) as ex:
-            chunks = list(ex.map(_chunk, seeds))
+            chunks = list(ex.map(_chunk, tasks))
     else:
         _share(images, labels)
-        chunks = [_chunk(s) for s in seeds]
+        chunks = [_chunk(t) for t in tasks]
     made = [x for c in chunks for x in c]
     return Lines([x for x, _ in made], [y for _, y in made])
 

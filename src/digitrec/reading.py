@@ -160,6 +160,8 @@ class LineInput:
     image: np.ndarray  # (LINE_HEIGHT, W) float32 in [0, 1]
     x0: float  # the ink map's column at the image's left edge
     scale: float  # image pixels per ink-map pixel
+    box: Box  # the strokes' box in the ink map
+    mask: np.ndarray  # the strokes' pixels in ``box``
 
 
 def strokes(line: Line) -> list[Part]:
@@ -176,11 +178,13 @@ def strokes(line: Line) -> list[Part]:
 def line_input(ink: InkMap, line: Line) -> LineInput:
     """The ink of ``line``'s strokes (no other line's), their band scaled to fill the
     model's height less ``PAD_Y`` above and below, with ``PAD_X`` empty columns each end."""
-    (y0, y1, x0, x1), mask = union_mask(strokes(line))
+    box, mask = union_mask(strokes(line))
+    y0, y1, x0, x1 = box
     a = ink.ink[y0:y1, x0:x1] * grow(mask, max(1, round(RIM * line.height)))
     f = (LINE_HEIGHT - 2 * PAD_Y) / (y1 - y0)
     a = resize(a, (max(4, round((x1 - x0) * f)), LINE_HEIGHT - 2 * PAD_Y))
-    return LineInput(np.pad(a, ((PAD_Y, PAD_Y), (PAD_X, PAD_X))), x0 - PAD_X / f, f)
+    image = np.pad(a, ((PAD_Y, PAD_Y), (PAD_X, PAD_X)))
+    return LineInput(image, x0 - PAD_X / f, f, box, mask)
 
 
 def ctc_runs(best: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -209,7 +213,7 @@ def read_line(model: LineModel, ink: InkMap, line: Line) -> list[tuple[Box, np.n
     runs = ctc_runs(probs.argmax(1))
     # A column covers two of the image's pixels: its centre is 2t + 1.
     centres = [li.x0 + (2 * float(np.mean(ts)) + 1) / li.scale for _, ts in runs]
-    (y0, _, x0, x1), mask = union_mask(strokes(line))
+    (y0, _, x0, x1), mask = li.box, li.mask
     bounds = [x0, *((a + b) / 2 for a, b in pairwise(centres)), x1]
     out = []
     for (_, ts), (a, b) in zip(runs, pairwise(bounds), strict=True):
