@@ -120,13 +120,16 @@ def glyphs(mnist) -> dict[int, np.ndarray]:
 
 def compose(glyphs, lines: list[str], scale: int = 3, gap: int = 6):
     """Dark digits on white, each line's characters ``gap`` MNIST px apart, lines 12 px
-    apart; '.' is a dot on the baseline. Returns the image and each digit's box."""
+    apart; '.' is a dot on the baseline, ',' one with a tail below it. Returns the image
+    and each digit's box."""
     rows = []
     for text in lines:
-        canvas, boxes, x = np.zeros((24, 8 + 30 * len(text)), np.uint8), [], 4
+        canvas, boxes, x = np.zeros((26, 8 + 30 * len(text)), np.uint8), [], 4
         for ch in text:
-            if ch == ".":
+            if ch in ".,":
                 canvas[19:22, x : x + 3] = 255
+                if ch == ",":
+                    canvas[22:25, x + 1 : x + 3] = 255
                 x += 3 + gap
                 continue
             g = glyphs[int(ch)]

@@ -54,6 +54,14 @@ def test_a_decimal_point_is_a_point_not_a_one(predictor, glyphs):
     assert point.char == "." and point.probabilities is None
 
 
+def test_a_comma_has_a_tail_and_a_point_a_little_low_is_still_a_point(predictor, glyphs):
+    assert read(predictor, encode(compose(glyphs, ["3,14"])[0])).text == "3,14"
+    img, boxes = compose(glyphs, ["314"], gap=14)
+    (_, _, x1, y1), (x0, *_) = boxes[:2]
+    ImageDraw.Draw(img).ellipse([(x1 + x0) / 2 - 5, y1 - 3, (x1 + x0) / 2 + 5, y1 + 7], fill=0)
+    assert read(predictor, encode(img)).text == "3.14"  # its bottom 7 px below the digits'
+
+
 def test_one_digit_reads_as_that_digit_and_a_blank_as_nothing(predictor, glyphs):
     img, _ = compose(glyphs, ["7"])
     assert read(predictor, encode(img)).text == "7"

@@ -96,7 +96,7 @@ def compose(digits: list[np.ndarray], rng: Rng, gaps: tuple[float, float], heigh
     H, top = int(height * 1.6), int(height * 0.3)
     layers: list[np.ndarray] = []  # each digit's (or the point's) strokes, full size
 
-    def put(glyph: np.ndarray, y: int, gap: float) -> None:
+    def put(glyph: np.ndarray, y: int, gap: float, beside: bool = False) -> None:
         nonlocal layers
         rows = max(H, y + glyph.shape[0], *(a.shape[0] for a in layers))
         strip = np.zeros((rows, 1), np.float32)
@@ -105,7 +105,9 @@ def compose(digits: list[np.ndarray], rng: Rng, gaps: tuple[float, float], heigh
             strip = np.max(layers, 0)
         g = np.zeros((rows, glyph.shape[1]), np.float32)
         g[y : y + glyph.shape[0]] = glyph
-        x = offset(strip, g, gap)
+        # A point is written after its digit's whole ink, and the next digit after it:
+        # neither tucked under an overhang.
+        x = offset(strip, np.ones_like(g) if beside else g, gap)
         cols = max(strip.shape[1], x + g.shape[1])
         layers = [np.pad(a, ((0, 0), (0, cols - a.shape[1]))) for a in layers]
         layers.append(np.zeros((rows, cols), np.float32))
@@ -114,10 +116,10 @@ def compose(digits: list[np.ndarray], rng: Rng, gaps: tuple[float, float], heigh
     for k, d in enumerate(digits):
         g = pen_strokes(d, int(height * rng.uniform(0.85, 1.15)))
         y = top + int(rng.uniform(-0.06, 0.06) * height) + (height - g.shape[0]) // 2
-        put(g, max(0, y), rng.uniform(*gaps) * px if k else 0)
+        put(g, max(0, y), rng.uniform(*gaps) * px if k else 0, beside=point == k - 1)
         if point is not None and k == point:
             p = dot(height, rng)
-            put(p, top + height - p.shape[0], rng.uniform(3, 6) * px)
+            put(p, top + height - p.shape[0], rng.uniform(3, 6) * px, beside=True)
     slant = rng.uniform(-0.15, 0.15)
     stack = np.stack([_slanted(a, slant) for a in layers])
     strokes = _slanted(np.max(layers, 0), slant)

@@ -16,6 +16,7 @@ from scipy import ndimage
 SPECK = 0.06  # a piece smaller than this share of a digit's height each way is a speck
 TALL = 0.5  # a piece at least this share of the typical digit's height is (part of) a digit
 WIDE = 1.2  # a piece wider than this share of its line's height may be touching digits
+COMMA = 1.3  # a mark reaching below the baseline this much taller than wide is a comma
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _place_small(p: Part, lines: list[Line]) -> None:
         for q in line.parts
     )
     # A dot: round and solid (a broken stroke's fragment is neither), about a pen's width
-    # across, on the baseline (a comma reaches below it).
+    # across, on the baseline; a comma is one with a tail: taller than wide, reaching below.
     dot = (
         max(p.w, p.h) <= 2 * min(p.w, p.h)
         and p.mask.mean() >= 0.6
@@ -150,7 +151,8 @@ def _place_small(p: Part, lines: list[Line]) -> None:
         and p.y1 >= line.bottom - 0.12 * h
     )
     if apart and dot:
-        line.marks.append(Mark("." if p.y1 <= line.bottom + 0.12 * h else ",", p))
+        comma = p.h >= COMMA * p.w and p.y1 > line.bottom + 0.12 * h
+        line.marks.append(Mark("," if comma else ".", p))
     elif (
         apart
         and p.h <= 0.25 * h
