@@ -5,7 +5,7 @@ latency (p50, p99) and batch-256 throughput of PyTorch eager, PyTorch frozen for
 inference (the Predictor's torch backend), ONNX Runtime float32 and int8 (static, QDQ;
 both exports checked on the test set as `digitrec export` checks them; `fast` is trained
 here first, one epoch); then end to end, the PNG the web page posts in
-(variants.page_png), prediction out, through the Predictor on each backend, and the
+(variants.drawn_png), prediction out, through the Predictor on each backend, and the
 preprocessing of a 12-megapixel phone photo. Threads: 1
 by default, as the server runs. The last lines compare against the targets of issue 7
 (model alone under 0.1 ms per image, end to end under 1 ms p50, ONNX Runtime at least
@@ -32,7 +32,7 @@ from digitrec.predictor import Predictor, inference_module
 from digitrec.recipes import make_config
 from digitrec.runs import shipped_model_path
 from digitrec.train import train
-from variants import decoded_at, page_png, phone_photo
+from variants import decoded_at, drawn_png, phone_photo
 
 
 def timed(fn, seconds: float) -> np.ndarray:
@@ -73,7 +73,7 @@ def main() -> None:
     x1 = ds.test_images[:1].float().div(255)[:, None]
     x256 = ds.test_images[:256].float().div(255)[:, None]
     rng = np.random.default_rng(0)
-    pngs = [page_png(ds.test_images[i].numpy(), rng) for i in range(64)]
+    pngs = [drawn_png(ds.test_images[i].numpy(), rng) for i in range(64)]
 
     print(f"{args.threads} thread(s); times in ms")
     print(f"{'model':<6} {'runtime':<16} {'1 image p50':>11} {'p99':>7} {'batch 256 /img':>14} "

@@ -35,7 +35,7 @@ import numpy as np
 
 from digitrec.data import load_dataset
 from digitrec.runs import shipped_model_path
-from variants import page_png
+from variants import drawn_png
 
 CONSTANT_APP = textwrap.dedent(
     """
@@ -70,10 +70,10 @@ def start(cmd: list[str], url: str, cwd: str | None = None) -> subprocess.Popen:
 
 
 def canvases(n: int) -> list[bytes]:
-    """What the web page posts: see variants.page_png."""
+    """What the web page posts: see variants.drawn_png."""
     ds = load_dataset("mnist")
     rng = np.random.default_rng(0)
-    return [page_png(ds.test_images[i].numpy(), rng) for i in range(n)]
+    return [drawn_png(ds.test_images[i].numpy(), rng) for i in range(n)]
 
 
 async def load(url: str, bodies: list[bytes], concurrency: int, total: int, seconds: float):

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from digitrec import augment
 from digitrec.compose import pen_strokes, to_u8
+from digitrec.gui import BRUSH, MIN_PEN, POSTED_PEN
 from digitrec.preprocess import pipeline
 
 Rng = np.random.Generator
@@ -49,11 +50,16 @@ def drawn(digit: np.ndarray, rng: Rng, lo: int = 120, hi: int = 250) -> np.ndarr
     return on_canvas(pen_strokes(digit, int(rng.integers(lo, hi))), (280, 280), rng)
 
 
-def page_png(digit: np.ndarray, rng: Rng) -> bytes:
-    """The digit as the web page posts it: drawn on its 280 px pad (#111 ink on white,
-    anti-aliased), scaled to 128 px with smoothing and encoded as an opaque RGBA PNG,
-    which is what a browser's canvas.toBlob writes."""
-    grey = to_u8(1.0 - drawn(digit, rng) * (1.0 - 0x11 / 255))
+def drawn_png(digit: np.ndarray, rng: Rng) -> bytes:
+    """The digit drawn on the page (strokes scaled with the digit, MNIST's pen), posted."""
+    return page_png(drawn(digit, rng))
+
+
+def page_png(ink: np.ndarray) -> bytes:
+    """Ink on the web page's 280 px pad as the page posts it: #111 on white (anti-aliased),
+    scaled to 128 px with smoothing and encoded as an opaque RGBA PNG, which is what a
+    browser's canvas.toBlob writes."""
+    grey = to_u8(1.0 - ink * (1.0 - 0x11 / 255))
     img = Image.fromarray(grey).convert("RGBA").resize((128, 128), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, "PNG")
@@ -354,6 +360,27 @@ def tight_paper_4x(d, rng):
                                                 Image.Resampling.BICUBIC))  # fmt: skip
 
 
+# ------------------------------------------------------------------ the page's pen
+
+PAD, PAGE_PEN = 280, 280 * BRUSH  # the page's drawing pad and its round pen, px
+
+
+def page_pen(d: np.ndarray, rng: Rng, lo: int, hi: int, read: bool = False) -> bytes:
+    """The digit's skeleton drawn ``lo``-``hi`` px tall with the page's pen (a round pen a
+    14th of the pad, whatever the drawing's size), as an image of it is (a screenshot, a
+    drawing app's export), or as the page posts it (``read``: the pen scaled to the
+    drawing, gui.POSTED_PEN)."""
+    line = skeleton(pen_strokes(d, int(rng.integers(lo, hi))) > 0.5)
+    pen = PAGE_PEN
+    if read:
+        rows, cols = np.flatnonzero(line.any(1)), np.flatnonzero(line.any(0))
+        extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) / PAD
+        pen = PAD * min(BRUSH, max(MIN_PEN, POSTED_PEN * extent))
+    dist = ndimage.distance_transform_edt(~np.pad(line, round(PAGE_PEN)))
+    ink = np.clip(pen / 2 + 0.5 - dist, 0, 1).astype(np.float32)
+    return page_png(on_canvas(ink, (PAD, PAD), rng))
+
+
 VARIANTS: dict[str, tuple[str, Variant]] = {
     # name: (group, render)
     "clean 28x28": ("clean", clean),
@@ -389,4 +416,7 @@ VARIANTS: dict[str, tuple[str, Variant]] = {
     "tight, 8 px tall": ("framing", lambda d, r: tall(d, 8)),
     "1 px margin": ("framing", lambda d, r: tight(d, 1)),
     "tight, black on white, 4x": ("framing", tight_paper_4x),
+    "page pen, full size": ("page pen", lambda d, r: page_pen(d, r, 180, 250)),
+    "page pen, 40-80 px tall": ("page pen", lambda d, r: page_pen(d, r, 40, 81)),
+    "page pen, 40-80 px, read": ("page pen", lambda d, r: page_pen(d, r, 40, 81, read=True)),
 }

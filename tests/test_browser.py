@@ -200,6 +200,23 @@ def write(page, text: str, left: float, top: float, size: float) -> None:
         page.mouse.up()
 
 
+def test_a_digit_drawn_small_reads_as_sure_as_a_big_one(page):
+    """A 5 written 40 px tall on the pad, with the page's fat pen a blob on screen, is read
+    with a pen scaled to it: the right digit, not "not sure"."""
+    box = page.locator("#canvas").bounding_box()
+    for size in (40, 200):
+        page.keyboard.press("Escape")
+        write(page, "5", box["x"] + 0.3 * box["width"], box["y"] + 0.15 * box["height"], size)
+        settle(page)
+        if size == 40:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "web-small.png"), full_page=True)
+        assert shown(page) == "5" and "unsure" not in page.locator("#digit").get_attribute(
+            "class"
+        ), (size, page.locator("#confidence").inner_text())
+    page.keyboard.press("Escape")
+
+
 def test_number_mode_reads_a_drawn_number_and_boxes_each_digit(page, tmp_path):
     page.click("text=A number")
     box = page.locator("#canvas").bounding_box()

@@ -73,6 +73,22 @@ def test_a_traced_digit_is_recognized_at_any_canvas_size(session, mnist):
             assert pred.digit == label, (i, side)
 
 
+def test_a_digit_drawn_small_is_read_with_a_pen_its_size(session):
+    """Written 40 px tall on the 280 px pad, the screen's 20 px pen makes a blob of a 3 or
+    a 5; it is read with a pen scaled to the drawing: as sure as drawn full size."""
+    for ch in "35":
+        small, full = Drawing(), Drawing()
+        for d, size in ((small, 40 / 280), (full, 200 / 280)):
+            for stroke in written(ch, 0.2, 0.1, size):
+                d.begin(stroke[0])
+                for p in stroke[1:]:
+                    d.extend(p)
+        ink = np.asarray(small.render(280, read=True)) < 128
+        assert ink.sum() < 0.5 * (np.asarray(small.render(280)) < 128).sum()  # a thinner pen
+        s, f = session.predict(small.render(280, read=True)), session.predict(full.render(280))
+        assert s.label == f.label == ch and not s.uncertain and s.confidence > f.confidence - 0.05
+
+
 def test_what_the_window_says(session):
     blank = session.predict(Drawing().render())
     assert blank.blank and describe(blank)[1].startswith("no digit")

@@ -183,6 +183,18 @@ def test_strokes_at_mnist_size_are_left_as_drawn(mnist):
     assert not any(s.startswith("thickened") for s in preprocess(digit).steps)
 
 
+def test_a_small_digit_in_a_fat_pen_is_thinned_even_below_the_thickening_size():
+    """A 3 drawn 40 px tall with the page's 20 px pen (60 px of ink), as a screenshot of
+    it at 128 px: 27 px tall there, under the size at which thin strokes are thickened,
+    but its strokes a third of its height: thinned towards MNIST's boldest."""
+    img = Image.new("L", (280, 280), 255)
+    path = [(0, 1), (6, 0), (12, 3), (10, 13), (4, 15), (13, 20), (12, 28), (5, 30), (-1, 27)]
+    ImageDraw.Draw(img).line([(130 + 4 * x / 3, 120 + 4 * y / 3) for x, y in path],
+                             fill=17, width=20, joint="curve")  # fmt: skip
+    out = preprocess(img.resize((128, 128), Image.Resampling.LANCZOS))
+    assert any(step.startswith("thinned") for step in out.steps), out.steps
+
+
 def test_a_fine_line_is_brightened_to_mnist_ink(mnist):
     """A 1 px pen line on a 250 px canvas fades to grey at 20 px; MNIST's ink is solid."""
     from scipy import ndimage

@@ -19,6 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from digitrec.errors import DigitrecError
@@ -28,6 +29,11 @@ from digitrec.preprocess import IMAGE_SUFFIXES, decode, eight_bit
 from digitrec.reading import Reading, read
 
 BRUSH = 1 / 14  # brush diameter / canvas side: MNIST's pen for a digit filling the pad
+# A drawing is read with a pen this share of its strokes' extent (MNIST's pen for a digit
+# of that size), never wider than the screen's: a 60 px 3 in the fat pen is a blob of an 8.
+# The web page's POSTED_PEN is the same.
+POSTED_PEN = 0.12
+MIN_PEN = 2 / 280  # ... and never thinner than 2 px of the standard pad
 MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
 LIVE_EVERY = 0.12  # seconds between predictions while a stroke is being drawn
 NUMBER_ASPECT = 3.0  # the canvas's width / height in number mode, as on the web page
@@ -79,11 +85,21 @@ class Drawing:
         d.strokes = [list(s) for s in self.strokes]
         return d
 
-    def render(self, side: int = MIN_SIDE) -> Image.Image:
-        """Dark round-brush strokes on white, as on screen, ``side`` pixels tall."""
+    def extent(self) -> float:
+        """The strokes' size in canvas heights: a digit's longer side; a number's height."""
+        pts = np.array([p for s in self.strokes for p in s]).reshape(-1, 2)
+        if not len(pts):
+            return 0.0
+        w, h = pts.max(0) - pts.min(0)
+        return float(h if self.aspect > 1 else max(w, h))
+
+    def render(self, side: int = MIN_SIDE, read: bool = False) -> Image.Image:
+        """Dark round-brush strokes on white, ``side`` pixels tall: as on screen, or as
+        they are ``read``, with the pen scaled to the drawing (``POSTED_PEN``)."""
         img = Image.new("L", (round(side * self.aspect), side), 255)
         draw = ImageDraw.Draw(img)
-        width = max(1, round(side * BRUSH))
+        pen = min(BRUSH, max(MIN_PEN, POSTED_PEN * self.extent())) if read else BRUSH
+        width = max(1, round(side * pen))
         r = width / 2
         for stroke in self.strokes:
             pts = [(x * side, y * side) for x, y in stroke]
@@ -411,7 +427,7 @@ class App:
                 self._show(result)
 
         ask = self.session.read if self.number.get() else self.session.predict
-        self.worker.submit("drawing", lambda: ask(drawing.render(side)), then)
+        self.worker.submit("drawing", lambda: ask(drawing.render(side, read=True)), then)
 
     def open_image(self, path: str | Path) -> None:
         """Predict an image file and show it beside the answer (the Ctrl+O path)."""

@@ -442,9 +442,11 @@ def _fit_and_centre(
 
     # Only a digit drawn at well above MNIST's size can have strokes finer than MNIST's
     # pen once at 20 px; at MNIST's own size (MNIST-C, 28x28 inputs) "thin" strokes are
-    # really specks and pinholes, which thickening would turn into blobs.
-    if opts.robust and opts.normalize_strokes and max(h, w) / scale >= STROKE_MIN_SOURCE:
-        work, note = normalize_stroke(np.clip(fit(crop, STROKE_SIDE), 0, 1))
+    # really specks and pinholes, which thickening would turn into blobs. A small digit
+    # drawn with a fat pen (a 60 px 3 on the page's pad) is still thinned.
+    if opts.robust and opts.normalize_strokes:
+        thicken = max(h, w) / scale >= STROKE_MIN_SOURCE
+        work, note = normalize_stroke(np.clip(fit(crop, STROKE_SIDE), 0, 1), thicken)
         if note:  # otherwise the crop goes to 20x20 directly, without a detour through 80
             result.steps.append(note)
             crop = work

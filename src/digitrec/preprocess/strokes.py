@@ -28,7 +28,7 @@ STROKE_RANGE = (0.06, 0.28)
 FAINT_LEVEL = 0.9  # a 20x20 digit whose ink's 90th percentile is below this is brightened
 
 
-STROKE_MIN_SOURCE = 40  # px: digits smaller than this in the source are left as drawn
+STROKE_MIN_SOURCE = 40  # px: digits smaller than this in the source are never thickened
 
 
 STROKE_TARGET = 0.115
@@ -57,9 +57,9 @@ def stroke_width(a: np.ndarray) -> float:
     return float(2 * dist[ridge & mask].mean() - 1)
 
 
-def normalize_stroke(a: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """Thicken hairlines and thin marker strokes to MNIST's pen width (at 80 px, the
-    width measured at 40)."""
+def normalize_stroke(a: np.ndarray, thicken: bool = True) -> tuple[np.ndarray, str | None]:
+    """Thicken hairlines (unless not ``thicken``) and thin marker strokes to MNIST's pen
+    width (at 80 px, the width measured at 40)."""
     small = np.clip(fit(a, STROKE_MEASURE_SIDE), 0, 1)
     kept = np.count_nonzero(small > 0.5) / (small.size / a.size)
     if kept < STROKE_KEPT * np.count_nonzero(a > 0.5):  # hairlines faded away when halved
@@ -68,7 +68,7 @@ def normalize_stroke(a: np.ndarray) -> tuple[np.ndarray, str | None]:
     if width <= 0:
         return a, None
     lo, hi = STROKE_RANGE
-    if width < lo:
+    if width < lo and thicken:
         r = round((STROKE_TARGET - width) * max(a.shape) / 2)
         if r >= 1:
             return ndimage.grey_dilation(a, footprint=disk(r)), f"thickened strokes (r={r})"

@@ -34,38 +34,59 @@ function brushWidth() {
 }
 
 function redraw() {
-  const { width, height } = canvas.getBoundingClientRect();
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, width, height);
-  if (photo) {
-    const g = photoFit();
-    ctx.drawImage(photo, g.ox, g.oy, photo.width * g.k, photo.height * g.k);
-  }
-  ctx.strokeStyle = "#111";
-  ctx.fillStyle = "#111";
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  ctx.lineWidth = brushWidth();
-  for (const s of strokes) drawStroke(s);
+  paint(ctx, brushWidth());
 }
 
-function drawStroke(points) {
+// The photo (if any) and the strokes on white, in CSS pixels, with a pen ``pen`` wide.
+function paint(c, pen) {
+  const { width, height } = canvas.getBoundingClientRect();
+  c.fillStyle = "#fff";
+  c.fillRect(0, 0, width, height);
+  if (photo) {
+    const g = photoFit();
+    c.drawImage(photo, g.ox, g.oy, photo.width * g.k, photo.height * g.k);
+  }
+  c.strokeStyle = "#111";
+  c.fillStyle = "#111";
+  c.lineCap = "round";
+  c.lineJoin = "round";
+  c.lineWidth = pen;
+  for (const s of strokes) drawStroke(c, s);
+}
+
+function drawStroke(c, points) {
   if (points.length === 1) {  // a tap is a dot
-    ctx.beginPath();
-    ctx.arc(points[0][0], points[0][1], ctx.lineWidth / 2, 0, 2 * Math.PI);
-    ctx.fill();
+    c.beginPath();
+    c.arc(points[0][0], points[0][1], c.lineWidth / 2, 0, 2 * Math.PI);
+    c.fill();
     return;
   }
   // Quadratic curves through the midpoints: smooth strokes from sparse pointer events.
-  ctx.beginPath();
-  ctx.moveTo(points[0][0], points[0][1]);
+  c.beginPath();
+  c.moveTo(points[0][0], points[0][1]);
   for (let i = 1; i < points.length - 1; i++) {
     const mx = (points[i][0] + points[i + 1][0]) / 2, my = (points[i][1] + points[i + 1][1]) / 2;
-    ctx.quadraticCurveTo(points[i][0], points[i][1], mx, my);
+    c.quadraticCurveTo(points[i][0], points[i][1], mx, my);
   }
   const last = points[points.length - 1];
-  ctx.lineTo(last[0], last[1]);
-  ctx.stroke();
+  c.lineTo(last[0], last[1]);
+  c.stroke();
+}
+
+// The pen a drawing is read with: a share of its strokes' extent (a digit's longer side, a
+// number's height), never wider than the screen's pen nor under 2 px: a 60 px 3 drawn with
+// the fat pen would reach the model as a blob of an 8. The desktop app's is the same
+// (gui.POSTED_PEN).
+const POSTED_PEN = 0.12;
+function postedPen() {
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const s of strokes) {
+    for (const [x, y] of s) {
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
+  }
+  const extent = mode === "number" ? y1 - y0 : Math.max(x1 - x0, y1 - y0);
+  return Math.min(brushWidth(), Math.max(2, POSTED_PEN * extent));
 }
 
 function point(e) {
@@ -131,21 +152,20 @@ function predictCanvas() {
   }, "image/png");
 }
 
-// What goes to the server: the drawing at no more than the size the server works at,
-// preprocess.WORK_SIDE for a digit and reading.READ_SIDE for a number. A HiDPI buffer
-// (1080 px on a phone) is a PNG the server takes tens of milliseconds to decode, only to
-// shrink it first (see docs/results.md#measured).
+// What goes to the server: the strokes drawn again with the pen they are read with, at no
+// more than the size the server works at, preprocess.WORK_SIDE for a digit and
+// reading.READ_SIDE for a number. A HiDPI buffer (1080 px on a phone) is a PNG the server
+// takes tens of milliseconds to decode, only to shrink it first (docs/results.md#measured).
 const SEND_PX = { digit: 128, number: 1024 };
 const sendCanvas = document.createElement("canvas");
 function sendable() {
-  const f = Math.min(1, SEND_PX[mode] / Math.max(canvas.width, canvas.height));
-  if (f === 1) return canvas;
-  sendCanvas.width = Math.round(canvas.width * f);
-  sendCanvas.height = Math.round(canvas.height * f);
+  const { width, height } = canvas.getBoundingClientRect();
+  const k = Math.min(window.devicePixelRatio || 1, SEND_PX[mode] / Math.max(width, height));
+  sendCanvas.width = Math.round(width * k);
+  sendCanvas.height = Math.round(height * k);
   const c = sendCanvas.getContext("2d");
-  c.imageSmoothingEnabled = true;
-  c.imageSmoothingQuality = "high";
-  c.drawImage(canvas, 0, 0, sendCanvas.width, sendCanvas.height);
+  c.setTransform(k, 0, 0, k, 0, 0);
+  paint(c, postedPen());
   return sendCanvas;
 }
 
