@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from digitrec import augment
@@ -379,6 +379,62 @@ def page_pen(d: np.ndarray, rng: Rng, lo: int, hi: int, read: bool = False) -> b
     dist = ndimage.distance_transform_edt(~np.pad(line, round(PAGE_PEN)))
     ink = np.clip(pen / 2 + 0.5 - dist, 0, 1).astype(np.float32)
     return page_png(on_canvas(ink, (PAD, PAD), rng))
+
+
+# ------------------------------------------------------------------ handwriting styles
+# A stroke model of the styles MNIST under-represents, independent of every training
+# source (no MNIST digit in it): each style's strokes in a unit box (x right, y down),
+# written with a jittered hand (points moved, slant, width, size, pen) on the page's pad.
+
+Stroke = list[tuple[float, float]]
+_LOOP = [(0.75, 0.15), (0.5, 0.0), (0.2, 0.08), (0.15, 0.32), (0.45, 0.48), (0.75, 0.32)]
+_FLAG = [(0.0, 0.4), (1.0, 0.0), (1.0, 1.0)]  # a 1's flag 42-58 degrees down from its top
+_SEVEN = [(0.05, 0.05), (0.9, 0.0), (0.35, 1.0)]
+WIDE, NARROW = (0.45, 0.75), (0.25, 0.45)  # a digit's width / height
+STYLES: dict[str, tuple[int, tuple[float, float], list[Stroke]]] = {
+    # name: (digit, width / height, strokes)
+    "1 with a flag": (1, NARROW, [_FLAG]),
+    "1 with flag and foot": (1, NARROW, [_FLAG, [(0.4, 1.0), (1.6, 1.0)]]),
+    "7 plain": (7, WIDE, [_SEVEN]),
+    "7 with a bar": (7, WIDE, [_SEVEN, [(0.35, 0.5), (0.9, 0.48)]]),
+    "4 closed": (4, WIDE, [[(0.65, 0.0), (0.05, 0.65), (0.9, 0.65)], [(0.65, 0.0), (0.65, 1.0)]]),
+    "4 open": (4, WIDE, [[(0.2, 0.0), (0.08, 0.6), (0.9, 0.6)], [(0.7, 0.05), (0.7, 1.0)]]),
+    "9 straight stem": (9, WIDE, [[*_LOOP, (0.75, 0.1), (0.75, 1.0)]]),
+    "9 curved stem": (9, WIDE, [[*_LOOP, (0.75, 0.1), (0.72, 0.7), (0.55, 0.95), (0.25, 1.0)]]),
+    "2 with a loop": (2, WIDE, [[(0.1, 0.25), (0.35, 0.0), (0.7, 0.05), (0.75, 0.35), (0.2, 0.9),
+                                 (0.08, 0.82), (0.22, 0.75), (0.35, 0.95), (0.95, 1.0)]]),
+    "2 without a loop": (2, WIDE, [[(0.1, 0.25), (0.35, 0.0), (0.7, 0.05), (0.75, 0.35),
+                                    (0.1, 1.0), (0.95, 1.0)]]),
+}  # fmt: skip
+
+
+def _smooth(points: np.ndarray) -> np.ndarray:
+    """One round of Chaikin's corner cutting: a hand's curves, not a polygon's corners."""
+    if len(points) < 3:
+        return points
+    a, b = points[:-1], points[1:]
+    cut = np.stack([0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b], 1).reshape(-1, 2)
+    return np.vstack([points[:1], cut, points[-1:]])
+
+
+def written_style(style: str, rng: Rng) -> bytes:
+    """One digit in ``style`` written on the page's pad with a jittered hand, as posted."""
+    _, aspect, strokes = STYLES[style]
+    height = rng.uniform(150, 230)
+    width = height * rng.uniform(*aspect)
+    slant = rng.uniform(-0.05, 0.2) * height / width  # most hands lean right: the top ahead
+    pen = height * rng.uniform(0.07, 0.13)
+    x0, y0 = rng.uniform(20, PAD - 20 - width - 0.25 * height), rng.uniform(15, PAD - 15 - height)
+    img = Image.new("F", (PAD, PAD), 0.0)
+    draw = ImageDraw.Draw(img)
+    for stroke in strokes:
+        pts = np.asarray(stroke) + rng.normal(0, 0.035, (len(stroke), 2)) * (height / width, 1)
+        pts = _smooth(pts)
+        xy = [(x0 + (x + slant * (1 - y)) * width, y0 + y * height) for x, y in pts]
+        draw.line(xy, fill=1.0, width=round(pen), joint="curve")
+        for x, y in (xy[0], xy[-1]):  # round ends
+            draw.ellipse((x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2), fill=1.0)
+    return page_png(np.asarray(img))
 
 
 VARIANTS: dict[str, tuple[str, Variant]] = {

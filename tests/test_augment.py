@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from scipy import ndimage
 
@@ -211,3 +212,40 @@ def test_augmentation_settings_come_from_the_training_config():
     a = augmentation(cfg)
     assert (a.rotate, a.elastic, a.strays, a.outline, a.pen) == (15.0, 0.5, 0.1, 0.2, 0.3)
     assert cfg.to_dict()["elastic"] == 0.5  # recorded in the run's config.json
+
+
+def test_styles_flag_ones_and_bar_sevens_and_leave_other_digits_alone(mnist):
+    """A European 1: a flag down to the left of its top (some with a foot); a 7 with a bar
+    across its stem. Only where the labels say 1 or 7, and only with labels."""
+    from digitrec.augment import styled
+
+    y = mnist.train_labels[:300]
+    keep = (y == 1) | (y == 7) | (y == 3)
+    x, y = mnist.train_images[:300][keep].float()[:, None] / 255, y[keep]
+    out = styled(x, y, 1.0, torch.Generator().manual_seed(0))
+    added = (out - x).clamp(min=0)[:, 0] > 0.5
+    assert (out >= x).all() and not added[y == 3].any()
+    rows = torch.arange(28)[None, :, None]
+    top = torch.where(x[:, 0] > 0.5, rows, 28).amin((1, 2))
+    seen = []  # (the digit, whether its new stroke is where the style puts it)
+    for img, d, t, new in zip(x[:, 0], y, top, added, strict=True):
+        ys, xs = new.nonzero(as_tuple=True)
+        if d == 1:  # a flag: from the top, down to the left of it
+            tip = (img[t] > 0.5).nonzero().float().mean()
+            seen.append((1, len(ys) >= 3 and ys.min() <= t + 2 and xs.min() < tip - 2))
+        elif d == 7:  # a bar across the stem, below the top
+            seen.append((7, len(ys) >= 1 and ys.float().mean() > t + 4))
+    for d in (1, 7):  # (an MNIST 1 may have a flag already, a 7 a bar)
+        assert sum(ok for k, ok in seen if k == d) >= 0.9 * sum(k == d for k, _ in seen), d
+    assert torch.equal(styled(x, y, 0.0, torch.Generator()), x)
+    only = Augment(0, 0, (1, 1), 0, **{**AFFINE_ONLY, "styles": 1.0})
+    assert torch.equal(augment_batch(x, only, torch.Generator()), x)  # no labels: no styles
+
+
+def test_styles_are_for_mnist_only():
+    from digitrec.errors import DigitrecError
+    from digitrec.recipes import make_config
+
+    assert make_config("best", None, {"styles": 0.3}).styles == 0.3
+    with pytest.raises(DigitrecError, match="MNIST only"):
+        make_config("best", None, {"styles": 0.3, "dataset": "fashion"})

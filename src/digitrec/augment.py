@@ -36,6 +36,7 @@ class Augment:
     strays: float = 0.0  # fraction of images with a stray pen line across them
     outline: float = 0.0  # fraction of images reduced to the outline of their strokes
     pen: float = 0.0  # fraction of images redrawn with an even pen along their strokes' skeleton
+    styles: float = 0.0  # fraction of 1s given a flag (half of them a foot too), of 7s a bar
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +45,7 @@ class Augment:
     def is_identity(self) -> bool:
         extras = (
             self.stroke, self.blur, self.noise, self.specks, self.erase, self.strays,
-            self.outline, self.pen,
+            self.outline, self.pen, self.styles,
         )  # fmt: skip
         return self.is_affine_identity and not any(extras)
 
@@ -80,11 +81,16 @@ def random_matrices(n: int, aug: Augment, generator: torch.Generator) -> torch.T
     return torch.cat([inv, t], dim=-1)
 
 
-def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Randomly transform a (N, C, H, W) batch; the background (0) fills uncovered pixels."""
+def augment_batch(
+    x: torch.Tensor, aug: Augment, generator: torch.Generator, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Randomly transform a (N, C, H, W) batch; the background (0) fills uncovered pixels.
+    ``labels`` (MNIST's digits) are needed for the writing styles only."""
     if aug.is_identity:
         return x
     n = x.shape[0]
+    if aug.styles and labels is not None:
+        x = styled(x, labels, aug.styles, generator)
     if aug.pen:  # first: the redrawn digit is then moved and warped like any other
         on = torch.rand(n, generator=generator) < aug.pen
         widths = torch.randint(1, 4, (n,), generator=generator)
@@ -210,20 +216,67 @@ def elastic_field(x: torch.Tensor, p: float, generator: torch.Generator) -> torc
     return field.permute(0, 2, 3, 1).to(x.device, x.dtype)
 
 
+def segment_distance(p0: torch.Tensor, p1: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, H, W): each pixel centre's distance to the segment from ``p0`` to ``p1`` ((N, 2)
+    points, x then y, in pixels)."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                            torch.arange(w, dtype=torch.float32), indexing="ij")  # fmt: skip
+    pts = torch.stack([xs, ys], -1).view(1, h * w, 2)
+    seg = (p1 - p0)[:, None, :]
+    t = (((pts - p0[:, None]) * seg).sum(-1) / (seg * seg).sum(-1).clamp(min=1e-6)).clamp(0, 1)
+    return (pts - (p0[:, None] + t[..., None] * seg)).norm(dim=-1).view(-1, h, w)
+
+
 def stray_lines(x: torch.Tensor, on: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """An image per input (1 on the line): a random anti-aliased segment about a pixel
     wide, the stray pen mark or ruled line real input carries and MNIST never does."""
     n, _, h, w = x.shape
     p0, p1 = torch.rand(n, 2, generator=generator), torch.rand(n, 2, generator=generator)
     p0, p1 = 2 + p0 * (w - 4), 2 + p1 * (w - 4)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")  # fmt: skip
-    pts = torch.stack([xs, ys], -1).view(1, h * w, 2)
-    seg = (p1 - p0)[:, None, :]
-    t = (((pts - p0[:, None]) * seg).sum(-1) / (seg * seg).sum(-1).clamp(min=1e-6)).clamp(0, 1)
-    dist = (pts - (p0[:, None] + t[..., None] * seg)).norm(dim=-1)
-    line = (1.2 - dist).clamp(0, 1).view(n, 1, h, w) * on.view(n, 1, 1, 1).cpu()
-    return line.to(x.device, x.dtype)
+    line = (1.2 - segment_distance(p0, p1, h, w)).clamp(0, 1).view(n, 1, h, w)
+    return (line * on.view(n, 1, 1, 1).cpu()).to(x.device, x.dtype)
+
+
+def styled(x: torch.Tensor, labels: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    """A share ``p`` of the 1s and 7s written as much of Europe writes them, which MNIST's
+    writers seldom did: a 1 with a long flag down to the left of its top (half of them
+    with a foot too), a 7 with a bar across its stem. Strokes 1.6-2.8 px, MNIST's."""
+    n, _, h, w = x.shape
+    u = torch.rand(n, 7, generator=g)
+    on, y = u[:, 0] < p, labels.cpu()
+    ones, sevens, feet = on & (y == 1), on & (y == 7), on & (y == 1) & (u[:, 1] < 0.5)
+    if not (ones.any() or sevens.any()):
+        return x
+    ink = x[:, 0].detach().cpu().float() > 0.5
+    rows, idx = ink.any(2), torch.arange(h)
+    top = torch.where(rows, idx, h - 1).min(1).values
+    bottom = torch.where(rows, idx, 0).max(1).values
+    tall = (bottom - top + 1).float()
+
+    def centre(r: torch.Tensor) -> torch.Tensor:  # the mean inked column of row r
+        row = ink[torch.arange(n), r.clamp(0, h - 1)].float()
+        return (row * torch.arange(w)).sum(1) / row.sum(1).clamp(min=1)
+
+    def pt(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+        return torch.stack([px.clamp(1, w - 2), py.clamp(1, h - 2)], -1)
+
+    tx, bx, bar_y = centre(top), centre(bottom), (top + (0.45 + 0.15 * u[:, 4]) * tall).long()
+    # The flag leaves the stem 30-55 degrees down from it, whichever way the 1 leans.
+    stem = torch.atan2(tall, tx - bx)
+    angle = (stem - (30 + 25 * u[:, 2]) * math.pi / 180).clamp(min=10 * math.pi / 180)
+    reach = (0.3 + 0.3 * u[:, 3]) * tall
+    sx, half = centre(bar_y), (0.15 + 0.12 * u[:, 4]) * tall
+    width = (1.6 + 1.2 * u[:, 5]).view(n, 1, 1)
+    strokes = [  # (which images, start, end)
+        (ones, pt(tx, top.float()), pt(tx - reach * angle.cos(), top + reach * angle.sin())),
+        (feet, pt(bx - half, bottom.float()), pt(bx + half, bottom.float())),
+        (sevens, pt(sx - half, bar_y + 0.1 * half), pt(sx + half, bar_y - 0.1 * half)),
+    ]
+    out = x[:, 0].detach().cpu().float()
+    for which, a, b in strokes:
+        line = ((width / 2 + 0.75 - segment_distance(a, b, h, w)) / 1.5).clamp(0, 1)
+        out = torch.where(which.view(n, 1, 1), torch.maximum(out, line), out)
+    return out[:, None].to(x.device, x.dtype)
 
 
 def bars(x: torch.Tensor, on: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

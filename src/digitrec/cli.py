@@ -117,6 +117,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pen", type=float, help="with --augment: share redrawn with an even pen (skeleton)"
     )
+    p.add_argument(
+        "--styles", type=float, help="with --augment: share of 1s given a flag, of 7s a bar"
+    )
     p.add_argument("--label-smoothing", type=float)
     p.add_argument(
         "--ema",

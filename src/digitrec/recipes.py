@@ -31,6 +31,7 @@ class TrainConfig:
     strays: float = 0.0  # share of images given a stray pen line, with augment
     outline: float = 0.0  # share of images reduced to the outline of their strokes, with augment
     pen: float = 0.0  # share of images redrawn along their skeleton with an even pen, with augment
+    styles: float = 0.0  # share of 1s given a flag and of 7s a bar (MNIST only), with augment
     label_smoothing: float = 0.0
     # Decay of an exponential moving average of the weights, updated after every step;
     # 0 = off. With it, validation, checkpoints and callbacks see the average.
@@ -114,9 +115,11 @@ def make_config(recipe: str | None, model: str | None, overrides: dict[str, Any]
         raise DigitrecError(f"Unknown schedule {cfg.schedule!r}; choose {', '.join(SCHEDULES)}")
     if cfg.precision not in PRECISIONS:
         raise DigitrecError(f"Unknown precision {cfg.precision!r}; choose {', '.join(PRECISIONS)}")
-    for share in ("elastic", "strays", "outline", "pen"):
+    for share in ("elastic", "strays", "outline", "pen", "styles"):
         if not 0 <= getattr(cfg, share) <= 1:
             raise DigitrecError(f"--{share} {getattr(cfg, share)}: a share of images, in [0, 1]")
+    if cfg.styles and cfg.dataset != "mnist":
+        raise DigitrecError(f"--styles writes 1s and 7s differently: MNIST only, not {cfg.dataset}")
     if not 0 <= cfg.ema < 1:
         raise DigitrecError(f"--ema {cfg.ema}: the decay must be in [0, 1), e.g. 0.999")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:

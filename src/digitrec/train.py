@@ -67,7 +67,7 @@ class TrainResult:
 
 def augmentation(cfg: TrainConfig) -> Augment:
     return Augment(rotate=cfg.rotate, elastic=cfg.elastic, strays=cfg.strays, outline=cfg.outline,
-                   pen=cfg.pen)  # fmt: skip
+                   pen=cfg.pen, styles=cfg.styles)  # fmt: skip
 
 
 def init_checkpoint(cfg: TrainConfig, classes: list[str]) -> tuple[Path, dict[str, Any]]:
@@ -296,7 +296,7 @@ class Stepper:
         """One optimizer step on a batch; ``done``: the steps taken before it (the
         average's warm-up). Returns the loss and the logits."""
         if self.aug is not None:
-            x = augment_batch(x, self.aug, self.gen)
+            x = augment_batch(x, self.aug, self.gen, y)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(x.contiguous(memory_format=torch.channels_last))
             loss = self.criterion(out.float(), y)
