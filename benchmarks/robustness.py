@@ -138,6 +138,7 @@ def style_table(predictor: Predictor, styles: dict, images, labels, args) -> dic
     both ways."""
     print(f"\n{'style':<26} {'digit':>5} {'read':>8} {'1<->7':>7}  most read instead")
     out = {}
+
     def seed(name: str, i: int) -> list[int]:  # the validation run writes other digits
         return [args.seed, args.split == "val", list(STYLES).index(name), i]
 
