@@ -13,6 +13,7 @@ is made from it and exported beside it, and the line model for touching digits
 (`digitrec train-lines`, default.lines.safetensors) is trained beside them.
 
     python tools/ship_default_model.py [--base RUN|CHECKPOINT] [--to DIR [--limit N]]
+                                       [--lines FILE]
 
 --base reuses a finished first step, a run or its checkpoint, instead of training it
 again (about 20 minutes on 2 CPU cores). The shipped model itself is the average, not a
@@ -21,7 +22,9 @@ first step; the base it was made from is the file shipped before it:
     git show 87b4f92:src/digitrec/assets/default.safetensors > base.safetensors
 
 --to writes the seven files elsewhere; with it, --limit N trains each step one epoch on N
-images: a quick check that the chain runs, never a model to ship.
+images: a quick check that the chain runs, never a model to ship. --lines FILE reuses a
+line model (trained from scratch, it owes nothing to the digit model) instead of the
+half hour of training one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,7 @@ from pathlib import Path
 
 from digitrec.checkpoint import copy_with_meta, read_meta
 from digitrec.files import write_json
+from digitrec.models import LINE_MODEL
 from digitrec.runs import read_config, reading_model_path, resolve_checkpoint
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "digitrec" / "assets"
@@ -76,11 +81,21 @@ def main() -> None:
     ap.add_argument("--base", help="a finished first step to reuse (a run or a checkpoint)")
     ap.add_argument("--to", type=Path, default=ASSETS, help="where to write (default: %(default)s)")
     ap.add_argument("--limit", type=int, help="with --to: one epoch on N images per step")
+    ap.add_argument(
+        "--lines",
+        type=Path,
+        help="a line model to reuse instead of training one (it owes nothing to the digit "
+        "model: trained from scratch by `digitrec train-lines`)",
+    )
     args = ap.parse_args()
     if args.limit and args.to.resolve() == ASSETS:
         ap.error("--limit makes a model for a quick check: give --to, not the package's assets")
     if not args.to.is_dir():
         ap.error(f"--to {args.to}: no such directory")
+    if args.lines is not None and not (
+        args.lines.is_file() and read_meta(args.lines).get("model") == LINE_MODEL
+    ):
+        ap.error(f"--lines {args.lines}: not a line model")
     quick = ["--limit", str(args.limit), "--epochs", "1"] if args.limit else []
     base_steps, tune_steps = [*BASE, *quick], [*TUNE, *quick]
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,8 +147,12 @@ def main() -> None:
         digitrec("train-reader", "--model-path", str(shipped_path), "--force", *quick_reader)
         digitrec("export", str(reading_model_path(shipped_path)))
         # The line model, for lines of touching digits (trained from scratch, run by torch).
-        quick_lines = ["--lines", "500", "--epochs", "0.1", "--workers", "1"] if args.limit else []
-        digitrec("train-lines", "--model-path", str(shipped_path), "--force", *quick_lines)
+        lines_path = reading_model_path(shipped_path, "lines")
+        if args.lines is None:
+            quick = ["--lines", "500", "--epochs", "0.1", "--workers", "1"] if args.limit else []
+            digitrec("train-lines", "--model-path", str(shipped_path), "--force", *quick)
+        elif args.lines.resolve() != lines_path.resolve():
+            shutil.copyfile(args.lines, lines_path)
         write_json(
             args.to / "default.json",
             {
