@@ -34,11 +34,15 @@ def test_tight_crops_and_16x16_cells_read_about_as_well_as_with_mnists_margin(mn
         return sum(p.digit != y for p, y in zip(predictor.predict(images), labels, strict=True))
 
     as_is = errors(list(digits))
-    # Before the frame was told from a mark beyond it: 14 and 35 errors (now 1 and 16).
-    assert errors([tight(d) for d in digits]) <= as_is + 4
-    assert errors([cell(d) for d in digits]) <= as_is + 22
+    # Before the frame was told from a mark beyond it: 14 and 35 errors; then 1 and 15,
+    # until a cell whose resampled edge had faded was taken for one that fills it (0, 11).
+    assert errors([tight(d) for d in digits]) <= as_is + 2
+    assert errors([cell(d) for d in digits]) <= as_is + 13
     assert "fills its frame: a margin added" in preprocess(tight(digits[0])).steps
     assert "fills its frame: a margin added" not in preprocess(digits[0]).steps
+    faded = cell(digits[0]).copy()
+    faded[0] //= 12  # its top row faint: resampling averaged it with what lay beyond
+    assert "fills its frame: a margin added" in preprocess(faded).steps
 
 
 def test_a_tight_crop_and_a_form_cell_read_right_through_the_cli_and_the_api(

@@ -38,13 +38,22 @@ def fills_frame(gray: np.ndarray) -> bool:
     dev /= dev.max()
     ink = dev > FRAME_CONTRAST
     haze = float(((dev > HAZE[0]) & (dev < HAZE[1])).mean())
-    if not all(s.any() for s in (ink[0], ink[-1], ink[:, 0], ink[:, -1])) or haze > MAX_HAZE:
+    # A side is touched by ink within a pixel of it that leaves a trace at the frame
+    # itself: a crop resampled (a form's cell) fades at its edge.
+    touch = dev > FRAME_CONTRAST / 4
+    for outer, band in ((touch[0], ink[:2]), (touch[-1], ink[-2:]),
+                        (touch[:, 0], ink[:, :2]), (touch[:, -1], ink[:, -2:])):  # fmt: skip
+        if not (outer.any() and band.any()):
+            return False
+    if haze > MAX_HAZE:
         return False
     if ink.mean() > MAX_INK:  # the "ink" is the paper: the polarity was a guess
         return False
     # A digit inside the frame with marks reaching it (a sheet's edge, a ruled line) is
     # not one that fills it: then most of the ink lies in pieces that do not touch it.
-    labels, _ = ndimage.label(ink, structure=np.ones((3, 3), bool))
+    ring = np.zeros_like(ink)  # a faint trace at the frame joins the piece it fades from
+    ring[[0, -1]], ring[:, [0, -1]] = True, True
+    labels, _ = ndimage.label(ink | (touch & ring), structure=np.ones((3, 3), bool))
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     return float(np.isin(labels[ink], edge).mean()) >= MIN_AT_FRAME
 
