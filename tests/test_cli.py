@@ -82,7 +82,8 @@ def test_train_runs_evaluate(tmp_path):
 def test_every_training_setting_has_a_flag_that_reaches_the_run(trained_run, tmp_path):
     flags = {"epochs": 1, "batch_size": 64, "lr": 0.002, "optimizer": "sgd",
              "weight_decay": 0.001, "schedule": "cosine", "rotate": 5.0, "elastic": 0.1,
-             "strays": 0.1, "outline": 0.2, "pen": 0.3, "init": trained_run.run_dir.name,
+             "strays": 0.1, "outline": 0.2, "pen": 0.3, "styles": 0.4,
+             "init": trained_run.run_dir.name,
              "label_smoothing": 0.05, "ema": 0.9, "early_stop": 3, "seed": 4,
              "split_seed": 2, "device": "cpu", "precision": "fp32", "val_size": 1000,
              "limit": 500,
