@@ -111,11 +111,13 @@ def test_ship_default_model_refuses_a_quick_model_in_the_package(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "tools/ship_default_model.py"), "--limit",
                         "300"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "give --to, not the package's assets" in r.stderr
-    digit_model = str(shipped_model_path())  # --lines must name a line model, not any model
-    r = subprocess.run([sys.executable, str(ROOT / "tools/ship_default_model.py"), "--to",
-                        str(tmp_path), "--lines", digit_model], capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
-    assert r.returncode == 2 and "not a line model" in r.stderr, r.stderr
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    for wrong in (shipped_model_path(), junk):  # --lines names a line model, not any file
+        r = subprocess.run([sys.executable, str(ROOT / "tools/ship_default_model.py"), "--to",
+                            str(tmp_path), "--lines", str(wrong)], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 2 and "not a line model" in r.stderr, r.stderr
 
 
 def test_whole_numbers_reads_every_category_against_the_digits_alone(tmp_path):

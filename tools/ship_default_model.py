@@ -32,14 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from digitrec.checkpoint import copy_with_meta, read_meta
-from digitrec.files import write_json
+from digitrec.errors import CheckpointError
+from digitrec.files import write_bytes, write_json
 from digitrec.models import LINE_MODEL
 from digitrec.runs import read_config, reading_model_path, resolve_checkpoint
 
@@ -76,6 +76,13 @@ def portable(cmd: str) -> str:
     return shlex.join(out)
 
 
+def is_line_model(path: Path) -> bool:
+    try:
+        return path.is_file() and read_meta(path).get("model") == LINE_MODEL
+    except CheckpointError:  # not a readable safetensors file
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", help="a finished first step to reuse (a run or a checkpoint)")
@@ -92,9 +99,7 @@ def main() -> None:
         ap.error("--limit makes a model for a quick check: give --to, not the package's assets")
     if not args.to.is_dir():
         ap.error(f"--to {args.to}: no such directory")
-    if args.lines is not None and not (
-        args.lines.is_file() and read_meta(args.lines).get("model") == LINE_MODEL
-    ):
+    if args.lines is not None and not is_line_model(args.lines):
         ap.error(f"--lines {args.lines}: not a line model")
     quick = ["--limit", str(args.limit), "--epochs", "1"] if args.limit else []
     base_steps, tune_steps = [*BASE, *quick], [*TUNE, *quick]
@@ -152,7 +157,7 @@ def main() -> None:
             quick = ["--lines", "500", "--epochs", "0.1", "--workers", "1"] if args.limit else []
             digitrec("train-lines", "--model-path", str(shipped_path), "--force", *quick)
         elif args.lines.resolve() != lines_path.resolve():
-            shutil.copyfile(args.lines, lines_path)
+            write_bytes(lines_path, args.lines.read_bytes())
         write_json(
             args.to / "default.json",
             {
