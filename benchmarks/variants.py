@@ -203,6 +203,14 @@ def paper(d, rng, colour: bool = False):
     return jpeg(page, int(rng.integers(60, 90)))
 
 
+def pencil(d, rng):
+    """A light pencil on white paper, scanned: 6-15% contrast over the scanner's noise."""
+    H, W = 300, 400
+    ink = on_canvas(pen_strokes(d, int(rng.integers(120, 220))), (H, W), rng)
+    page = 0.92 * (1 - rng.uniform(0.06, 0.15) * ink) + rng.normal(0, 0.012, (H, W))
+    return jpeg(page, 90)
+
+
 def paper_shadow(d, rng):
     """White paper with the soft shadow of a hand or phone across it."""
     H, W = 300, 400
@@ -475,4 +483,6 @@ VARIANTS: dict[str, tuple[str, Variant]] = {
     "page pen, full size": ("page pen", lambda d, r: page_pen(d, r, 180, 250)),
     "page pen, 40-80 px tall": ("page pen", lambda d, r: page_pen(d, r, 40, 81)),
     "page pen, 40-80 px, read": ("page pen", lambda d, r: page_pen(d, r, 40, 81, read=True)),
+    # Last, so that the variants above keep their seeds (their place in this table).
+    "faint pencil, scanned": ("paper", pencil),
 }

@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from digitrec.errors import ImageError
+from digitrec.predictor import Predictor
 from digitrec.preprocess import (
     MAX_PIXELS,
     background_map,
@@ -22,6 +23,14 @@ from digitrec.preprocess import (
     shrink,
     stroke_width,
 )
+from digitrec.runs import shipped_model_path
+
+
+def png(page: np.ndarray) -> bytes:
+    """A grey page in [0, 1] as an 8-bit PNG file."""
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(page * 255), 0, 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def big_digit(digit28: np.ndarray, size=280, offset=(0, 0), canvas=(400, 400), dark_on_light=False):
@@ -58,6 +67,21 @@ def test_blank_and_nearly_blank_images():
     assert preprocess(np.zeros((50, 50), np.uint8)).blank
     noise = np.random.default_rng(0).integers(250, 256, (100, 100)).astype(np.uint8)
     assert preprocess(noise).blank
+
+
+def test_a_light_pencil_on_a_noisy_scan_is_read_and_the_same_paper_bare_is_blank(mnist):
+    """6-9% contrast: under the blank level, and under the margin that tells dark ink
+    from light (before: 'no digit', or the noise read as light ink); a person reads it."""
+    rng = np.random.default_rng(0)
+    pages, labels = [], mnist.test_labels[:12].tolist()
+    for i, contrast in enumerate(np.linspace(0.06, 0.09, 12)):
+        ink = big_digit(mnist.test_images[i].numpy(), 200, (100, 40), (400, 300)) / 255.0
+        pages.append(png(0.92 * (1 - contrast * ink) + rng.normal(0, 0.012, ink.shape)))
+        out = preprocess(pages[-1])
+        assert out.inverted and not out.blank, (contrast, out.steps)
+        assert preprocess(png(0.92 + rng.normal(0, 0.012, ink.shape))).blank
+    read = [p.digit for p in Predictor.load(shipped_model_path()).predict(pages)]
+    assert sum(r == y for r, y in zip(read, labels, strict=True)) >= 11, (read, labels)
 
 
 def test_transparent_canvas_with_white_or_black_strokes(mnist):

@@ -13,18 +13,40 @@ INK_THRESHOLD = 0.1  # fraction of the ink's peak brightness that still counts a
 
 
 BLANK_CONTRAST = 0.08  # below this peak contrast over the background there is no digit
+FAINT_CONTRAST = 0.04  # ... unless faint strokes stand this far out, and clear of the noise
+FAINT_OVER_NOISE = 6  # times the border's 90th percentile: a blank sheet's noise and texture
 
 
-def dark_ink(gray: np.ndarray) -> bool:
+def dark_ink(gray: np.ndarray, faint: bool = True) -> bool:
     """Whether the digit is darker than its (evenly lit) background.
 
     The background level is the border's median; the ink is whichever side of it holds
     more clear deviation. That works for white, grey or dim paper alike, and for a digit
     covering 0.2% of a large canvas, where a rule like "border brighter than 0.5" or a
-    histogram percentile fails.
+    histogram percentile fails. With ``faint``, ink that nothing clears the margin of
+    is judged at its own contrast.
     """
     dev = gray - border_level(gray)
-    return clear_mass(-dev) > clear_mass(dev)
+    dark, light = clear_mass(-dev), clear_mass(dev)
+    if faint and dark == light == 0.0:
+        # Faint ink (a pencil, a light scan): nothing clears the margin, so the sides are
+        # weighed at half the ink's own contrast, measured through a 3x3 mean over the noise.
+        smooth = ndimage.uniform_filter(dev, 3)
+        margin = 0.5 * max(float(smooth.max()), float(-smooth.min()))
+        dark, light = clear_mass(-dev, margin), clear_mass(dev, margin)
+    return dark > light
+
+
+def faint_strokes(ink: np.ndarray) -> bool:
+    """Whether ink under ``BLANK_CONTRAST`` is still strokes (a light pencil, a pale scan).
+    A 3x3 mean keeps a stroke's level and averages the noise away; a blank sheet's noise,
+    texture or desk reaches about as high inside the image as on its border."""
+    smooth = ndimage.uniform_filter(ink, 3)
+    peak = float(smooth.max())
+    return (
+        peak > FAINT_CONTRAST
+        and peak > FAINT_OVER_NOISE * quantiles(border_pixels(smooth), [0.9])[0]
+    )
 
 
 def dark_ink_local(gray: np.ndarray) -> bool:

@@ -27,6 +27,7 @@ from digitrec.preprocess.ink import (
     INK_THRESHOLD,
     dark_ink,
     dark_ink_local,
+    faint_strokes,
     hue_distance,
     ink_on_uneven,
     uneven,
@@ -361,6 +362,10 @@ def _ink(
     opts: Options,
 ) -> np.ndarray | Preprocessed:
     """Polarity and background: how much ink each pixel holds, 0 to 1."""
+    # Faint ink is looked for where no closer look follows: in a large photo at 128 px
+    # the paper's grain can pass for it, and at 512 px its digit is found with its detail.
+    closer_look = opts.robust and opts.refine and max(gray.shape) <= WORK_SIDE
+    faint = not (closer_look and max(full.size) > CLOSER_SIDE)
     if opts.robust and uneven(gray):
         # Lighting, shadow, fog or grey paper: the ink is measured against a local
         # background estimate rather than one level for the whole image.
@@ -375,7 +380,7 @@ def _ink(
         ink = ink_on_uneven(gray, result.inverted)
         result.steps += ["inverted"] * result.inverted + ["uneven background removed"]
     else:
-        result.inverted = dark_ink(gray) if opts.robust else border_level(gray) > 0.5
+        result.inverted = dark_ink(gray, faint) if opts.robust else border_level(gray) > 0.5
         if result.inverted:
             gray = 1.0 - gray
             result.steps.append("inverted")
@@ -387,7 +392,7 @@ def _ink(
             result.steps.append("colour contrast")
 
     peak = float(ink.max())
-    if peak < BLANK_CONTRAST:
+    if peak < BLANK_CONTRAST and not (faint and faint_strokes(ink)):
         return _blank(result)
     ink /= peak
     return ink
