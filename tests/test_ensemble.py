@@ -77,12 +77,13 @@ def test_ensemble_run_is_scored_on_the_shared_split_and_used_everywhere(members,
         mean = torch.stack([torch.softmax(m(x), 1) for m in parts]).mean(0)
         assert torch.allclose(torch.softmax(model(x), 1), mean, atol=1e-5)
 
-    # listed with the runs, and the Predictor takes it like any model
+    # listed with the runs, and the Predictor takes it like any model, calibrated on the
+    # split the members share as a run is at its end
     assert out in [s.path for s in list_runs(root)]
     p = Predictor.load(out, backend="torch")
-    assert p.name == ENSEMBLE
+    assert p.name == ENSEMBLE and p.temperature == meta["calibration"]["temperature"]
     probs = p.probabilities(x)
-    assert torch.allclose(probs, mean, atol=1e-4)
+    assert torch.allclose(probs, torch.softmax(mean.log() / p.temperature, 1), atol=1e-4)
 
     # and so does ONNX: export with the parity check on the test set, then the backend
     onnx = tmp_path / "ens.onnx"

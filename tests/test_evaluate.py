@@ -6,16 +6,7 @@ import torch
 
 from digitrec.checkpoint import load_model
 from digitrec.data import to_float
-from digitrec.evaluate import calibration, confused_pairs, evaluate
-
-
-def test_calibration_known_answers():
-    ece, bins = calibration(np.ones(10), np.ones(10, dtype=bool))
-    assert ece == 0.0 and sum(b["count"] for b in bins) == 10
-    ece, _ = calibration(np.full(10, 0.5), np.ones(10, dtype=bool))
-    assert ece == pytest.approx(0.5)
-    ece, _ = calibration(np.full(4, 0.9), np.array([True, True, False, False]))
-    assert ece == pytest.approx(0.4)
+from digitrec.evaluate import confused_pairs, evaluate
 
 
 def test_confused_pairs_are_sorted_off_diagonal():
@@ -41,15 +32,21 @@ def test_full_report_on_the_real_test_set(trained_run, mnist, tmp_path):
     assert cm.sum() == 10000 and np.trace(cm) == 10000 - report["errors"]
     cr = report["classification_report"]
     assert cr["3"]["support"] == 1010 and 0.9 < cr["macro avg"]["f1-score"] <= 1
-    assert 0 <= report["ece"] <= 1
+    # calibrated by its run: the temperature's ECE beats the model's own, same answers
+    assert 0 <= report["ece"] < report["uncalibrated"]["ece"] <= 1
+    assert report["temperature"] == meta["calibration"]["temperature"]
+    sure = report["not_sure"]
+    assert sure["measured"] and sure["threshold"] == meta["calibration"]["uncertain_below"]
+    assert 0.5 < sure["coverage"] < 1 and sure["risk"] < 1 - report["accuracy"]
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["accuracy"] == report["accuracy"]
     rows = (tmp_path / "confusion.csv").read_text().splitlines()
     assert len(rows) == 11 and rows[1].startswith("0,")
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert "http://" not in html and "https://" not in html  # self-contained
-    for png in ("confusion.png", "misclassified.png", "reliability.png"):
+    assert "chosen on the validation split from its risk-coverage curve" in html
+    for png in ("confusion.png", "misclassified.png", "reliability.png", "risk_coverage.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -61,9 +58,10 @@ def test_tta_report_scores_the_mean_of_the_views(trained_run, mnist, tmp_path):
     model, meta = load_model(trained_run.run_dir / "best.safetensors")
     report = evaluate(model, meta, mnist, tmp_path, source="best", tta=True)
     x = to_float(mnist.test_images)
+    t = meta["calibration"]["temperature"]  # each view's probabilities, calibrated
     with torch.no_grad():
         probs = sum(
-            torch.softmax(model(tta_views(x, m[None])), dim=1) for m in tta_matrices()
+            torch.softmax(model(tta_views(x, m[None])) / t, dim=1) for m in tta_matrices()
         ) / len(tta_matrices())
     manual = (probs.argmax(1) == mnist.test_labels).float().mean().item()
     assert report["tta"] is True

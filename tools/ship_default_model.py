@@ -168,6 +168,8 @@ def main() -> None:
                 "config": read_config(run),
                 "base": base_config,
                 "tuned": read_config(work / "tuned"),
+                # fitted by the average's step (`ensemble`) on the validation split
+                "calibration": meta.get("calibration"),
             },
         )
     print(f"shipped {shipped_path}: test accuracy {report['accuracy']:.4f}")

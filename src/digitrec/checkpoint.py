@@ -44,6 +44,7 @@ RECORD = {
     HASH_KEY: str,
     "test_accuracy": Number,
     "metrics": {"val_acc": Number},
+    "calibration": {"temperature": Required(Number), "uncertain_below": Required(Number)},
     "epoch": int,
     "params": int,
     "run": str,
@@ -119,6 +120,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     ]
     if any(n.get("std") is not None and n["std"] <= 0 for n in norms):
         raise CheckpointError(f"{path}'s digitrec metadata is damaged: normalization.std <= 0")
+    if meta.get("calibration") and not meta["calibration"]["temperature"] > 0:
+        raise CheckpointError(f"{path}'s digitrec metadata is damaged: temperature <= 0")
     names = (
         [m.get("model") for m in meta.get("members") or [{}]]
         if meta.get("model") == ENSEMBLE

@@ -190,7 +190,9 @@ def _add_ensemble_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
-    """`runs` and `evaluate`."""
+    """`runs`, `evaluate` and `calibrate`."""
+    from digitrec.calibration import MAX_RISK
+
     p = sub.add_parser("runs", help="list training runs, best validation accuracy first")
     p.add_argument("--runs-dir")
     p = sub.add_parser("evaluate", help="test-set metrics, confusion matrix, calibration, report")
@@ -201,6 +203,22 @@ def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="auto")
+    _data_args(p, dataset=False)
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a model's temperature and 'not sure' threshold on its validation split",
+        description="Fit the temperature that makes a model's confidences honest and the "
+        "'not sure' threshold (the lowest confidence that keeps errors among the answers "
+        "within --max-risk), on the validation split its run held out (5,000 images, seed 0 "
+        "for a bare checkpoint), and store both in the checkpoint; its ONNX exports are "
+        "made again so they carry them. `train` and `ensemble` do this at the end of a run.",
+    )
+    p.add_argument("target", metavar="RUN|CHECKPOINT", help="a run, a checkpoint, or default")
+    p.add_argument(
+        "--max-risk", type=float, default=MAX_RISK, metavar="R",
+        help="share of errors allowed among the answers (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--runs-dir")
     _data_args(p, dataset=False)
 
 
@@ -488,6 +506,25 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from digitrec import runs
+    from digitrec.calibration import calibrate_checkpoint
+
+    target = args.target
+    if not Path(target).is_file() and target != runs.SHIPPED:
+        target = runs.resolve_run(target, runs.runs_root(args.runs_dir))
+    path, c, exports = calibrate_checkpoint(target, args.data_dir, args.max_risk)
+    v = c["val"]
+    print(f"{path}: temperature {c['temperature']:.4f}; on its {c['images']} validation "
+          f"images ECE {v['ece_before']:.4f} -> {v['ece_after']:.4f}, NLL "
+          f"{v['nll_before']:.4f} -> {v['nll_after']:.4f}")  # fmt: skip
+    print(f"'not sure' below {c['uncertain_below']:.4f}: answers {v['coverage']:.2%} of them "
+          f"with {v['risk']:.2%} wrong (at most {c['max_risk']:.2%} asked)")  # fmt: skip
+    for e in exports:
+        print(f"exported again: {e}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from digitrec import data, runs
     from digitrec.checkpoint import load_model
@@ -510,6 +547,12 @@ def cmd_evaluate(args) -> int:
         f"{meta['model']} on {ds.spec.name} test{' with TTA' if args.tta else ''}: "
         f"accuracy {r['accuracy']:.4f} "
         f"({r['errors']} errors in {r['images']}), loss {r['loss']:.4f}, ECE {r['ece']:.4f}"
+    )
+    n = r["not_sure"]
+    print(
+        f"'not sure' below {n['threshold']:.4f}"
+        + ("" if n["measured"] else " (not calibrated: `digitrec calibrate`)")
+        + f": answers {n['coverage']:.2%} of the test images, {n['risk']:.2%} of them wrong"
     )
     print(
         "most confused (true -> predicted): "
@@ -553,7 +596,7 @@ def cmd_predict(args) -> int:
             print(f"{path}: no digit found (the image is blank or nearly blank)")
         else:
             top = ", ".join(f"{predictor.classes[d]} {p:.1%}" for d, p in pred.top(3))
-            flag = "  (not sure)" if pred.uncertain else ""
+            flag = f"  (not sure: {pred.candidates(predictor.classes)})" if pred.uncertain else ""
             print(f"{path}: {pred.label}  top-3: {top}{flag}")
             if len(number := read(predictor, path).text.replace("\n", "")) > 1:
                 print(f"  this image holds more than one digit ({number!r}): "
@@ -783,6 +826,7 @@ COMMANDS = {
     "ensemble": cmd_ensemble,
     "runs": cmd_runs,
     "evaluate": cmd_evaluate,
+    "calibrate": cmd_calibrate,
     "predict": cmd_predict,
     "read": cmd_read,
     "train-reader": cmd_train_reader,

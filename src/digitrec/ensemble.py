@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from digitrec.calibration import calibrate_checkpoint
 from digitrec.checkpoint import ENSEMBLE, load_model, save_model
 from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError
@@ -147,6 +148,8 @@ def make_ensemble(
     row = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds}
     _write_run(run_dir, model, members, records, average, row if val_acc is not None else None,
                note)  # fmt: skip
+    if val_acc is not None:  # else no split is known to be held out of every member
+        calibrate_checkpoint(run_dir / "best.safetensors", data_dir)
     return EnsembleResult(run_dir, val_acc, accs, note)
 
 

@@ -11,7 +11,6 @@ import base64
 import csv
 import html
 import io
-import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -24,24 +23,11 @@ from torch import nn
 
 from digitrec import plots
 from digitrec.augment import tta_matrices, tta_probabilities
+from digitrec.calibration import UNCERTAIN_BELOW, calibration_bins, risk_coverage, selective
 from digitrec.data import Dataset, to_float
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits
 from digitrec.runs import now
-
-
-def calibration(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> tuple[float, list]:
-    """Expected calibration error over equal-width confidence bins, and the bins."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins, ece = [], 0.0
-    for lo, hi in itertools.pairwise(edges):
-        mask = (conf > lo) & (conf <= hi)
-        count = int(mask.sum())
-        acc = float(correct[mask].mean()) if count else 0.0
-        mean_conf = float(conf[mask].mean()) if count else 0.0
-        ece += count / len(conf) * abs(acc - mean_conf)
-        bins.append({"lo": lo, "hi": hi, "count": count, "accuracy": acc, "confidence": mean_conf})
-    return float(ece), bins
 
 
 def confused_pairs(cm: np.ndarray, classes: list[str], top: int = 10) -> list[dict[str, Any]]:
@@ -72,16 +58,21 @@ def evaluate(
     """
     classes = list(data.spec.classes)
     x, y = to_float(data.test_images), data.test_labels
+    cal = meta.get("calibration") or {}
+    temperature = float(cal.get("temperature", 1.0))
     t0 = time.perf_counter()
     if tta:
         views, step = tta_matrices(), 1000
         probs = torch.cat([
-            tta_probabilities(lambda v: batched_logits(model, v), x[i : i + step], views)
+            tta_probabilities(lambda v: batched_logits(model, v) / temperature,
+                              x[i : i + step], views)
             for i in range(0, len(x), step)
         ])  # fmt: skip
         logits = probs.clamp_min(1e-12).log()  # cross-entropy of the averaged probabilities
+        raw = None
     else:
-        logits = batched_logits(model, x)
+        raw = batched_logits(model, x)
+        logits = raw / temperature
         probs = F.softmax(logits, dim=1)
     seconds = time.perf_counter() - t0
     conf_t, pred_t = probs.max(1)
@@ -97,7 +88,13 @@ def evaluate(
         output_dict=True,
         zero_division=0,
     )
-    ece, bins = calibration(conf, correct)
+    ece, bins = calibration_bins(conf, correct)
+    before = None
+    if cal and raw is not None:
+        ece_raw, bins_raw = calibration_bins(F.softmax(raw, 1).max(1).values.numpy(), correct)
+        before = {"ece": ece_raw, "calibration_bins": bins_raw,
+                  "loss": float(F.cross_entropy(raw, y).item())}  # fmt: skip
+    threshold = float(cal.get("uncertain_below", UNCERTAIN_BELOW))
     report: dict[str, Any] = {
         "model": meta.get("model"),
         "checkpoint": source,
@@ -114,6 +111,13 @@ def evaluate(
         "most_confused": confused_pairs(cm, classes),
         "ece": ece,
         "calibration_bins": bins,
+        "temperature": temperature,
+        "uncalibrated": before,
+        "not_sure": {
+            "threshold": threshold,
+            "measured": bool(cal),
+            **selective(conf, correct, threshold),
+        },
         "inference_seconds": seconds,
         "evaluated": now(),
     }
@@ -126,7 +130,10 @@ def evaluate(
         w.writerow([name, *row.tolist()])
     write_text(out_dir / "confusion.csv", buf.getvalue())
     plots.confusion_heatmap(cm, classes, out_dir / "confusion.png")
-    plots.reliability_diagram(bins, ece, out_dir / "reliability.png")
+    panels = {"as trained (T = 1)": (before["calibration_bins"], before["ece"])} if before else {}
+    panels[f"calibrated (T = {temperature:.3f})" if cal else "not calibrated"] = (bins, ece)
+    plots.reliability_diagram(panels, out_dir / "reliability.png")
+    plots.risk_coverage(risk_coverage(conf, correct), threshold, out_dir / "risk_coverage.png")
 
     wrong = np.flatnonzero(~correct)
     wrong = wrong[np.argsort(-conf[wrong])][:60]  # the most confident mistakes first
@@ -145,6 +152,24 @@ def evaluate(
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _before(r: dict[str, Any]) -> str:
+    b = r.get("uncalibrated")
+    if not b:
+        return " (no temperature fitted: `digitrec calibrate`)" if r["temperature"] == 1 else ""
+    return (f" with its temperature {r['temperature']:.3f} (as trained: ECE {b['ece']:.4f}, "
+            f"loss {b['loss']:.4f})")  # fmt: skip
+
+
+def _not_sure(n: dict[str, Any]) -> str:
+    how = ("chosen on the validation split from its risk-coverage curve" if n["measured"]
+           else "a fixed default: this model was never calibrated")  # fmt: skip
+    return (
+        f'Answers under {n["threshold"]:.3f} confidence say "not sure" ({how}). '
+        f"On the test set it answers {n['coverage']:.2%} of the images, with "
+        f"{n['risk']:.3%} of those answers wrong."
+    )
 
 
 def render_html(r: dict[str, Any], out_dir: Path) -> str:
@@ -176,7 +201,7 @@ th {{ background: #f3f3f3; }} img {{ max-width: 100%; }}
 <p>Checkpoint <code>{html.escape(str(r["checkpoint"]))}</code>, evaluated {r["evaluated"]}.</p>
 <p class="big">Accuracy {r["accuracy"]:.2%}</p>
 <p>{r["errors"]} errors in {r["images"]} test images; loss {r["loss"]:.4f};
-expected calibration error {r["ece"]:.4f}.</p>
+expected calibration error {r["ece"]:.4f}{_before(r)}.</p>
 <h2>Classification report</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {"".join(rows)}</table>
@@ -185,5 +210,8 @@ expected calibration error {r["ece"]:.4f}.</p>
 <table><tr><th>true</th><th>predicted</th><th>count</th></tr>{pairs}</table>
 <h2>Misclassified examples</h2>{_img(out_dir / "misclassified.png")}
 <h2>Calibration</h2>{_img(out_dir / "reliability.png")}
+<h2>"Not sure"</h2>
+<p>{_not_sure(r["not_sure"])}</p>
+{_img(out_dir / "risk_coverage.png")}
 </body></html>
 """

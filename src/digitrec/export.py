@@ -232,7 +232,7 @@ def export(
     record = {
         k: meta.get(k)
         for k in ("model", "dataset", "classes", "normalization", "metrics", "test_accuracy",
-                  "epoch", "run", "recipe", "command")
+                  "epoch", "run", "recipe", "command", "calibration")
         if meta.get(k) is not None
     }  # fmt: skip
     record.update(

@@ -116,37 +116,54 @@ def confusion_heatmap(cm: np.ndarray, classes: Sequence[str], path) -> None:
     save(fig, path)
 
 
-def reliability_diagram(bins: Sequence[dict[str, float]], ece: float, path) -> None:
-    """Accuracy against confidence per bin; a calibrated model follows the diagonal."""
-    fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
-    )
-    lo = np.array([b["lo"] for b in bins])
-    hi = np.array([b["hi"] for b in bins])
-    acc = np.array([b["accuracy"] for b in bins])
-    conf = np.array([b["confidence"] for b in bins])
-    count = np.array([b["count"] for b in bins])
-    mask = count > 0
-    ax.bar(
-        lo[mask], acc[mask], width=(hi - lo)[mask], align="edge", edgecolor="k", label="accuracy"
-    )
-    ax.bar(
-        lo[mask],
-        (conf - acc)[mask],
-        bottom=acc[mask],
-        width=(hi - lo)[mask],
-        align="edge",
-        color="tab:red",
-        alpha=0.4,
-        label="gap to mean confidence",
-    )
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE {ece:.4f})")
-    ax.legend(loc="upper left")
-    ax2.bar(lo, count, width=hi - lo, align="edge", color="tab:gray")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("confidence")
-    ax2.set_ylabel("images")
+def reliability_diagram(panels: dict[str, tuple[Sequence[dict[str, float]], float]], path) -> None:
+    """Accuracy against confidence per bin, one column per ``panels`` entry (title: bins,
+    ECE); a calibrated model follows the diagonal. Below, how many images each bin holds."""
+    fig, axes = plt.subplots(
+        2, len(panels), figsize=(5 * len(panels), 6), squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1]}, sharex=True,
+    )  # fmt: skip
+    for (title, (bins, ece)), ax, ax2 in zip(panels.items(), axes[0], axes[1], strict=True):
+        lo = np.array([b["lo"] for b in bins])
+        width = np.array([b["hi"] for b in bins]) - lo
+        acc = np.array([b["accuracy"] for b in bins])
+        conf = np.array([b["confidence"] for b in bins])
+        count = np.array([b["count"] for b in bins])
+        m = count > 0
+        ax.bar(lo[m], acc[m], width=width[m], align="edge", edgecolor="k",
+               label="accuracy of the bin's answers")  # fmt: skip
+        ax.bar(lo[m], (conf - acc)[m], bottom=acc[m], width=width[m], align="edge",
+               color="tab:red", alpha=0.4, label="gap to their mean confidence")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}: ECE {ece:.4f}")
+        ax.legend(loc="upper left", fontsize=8)
+        ax2.bar(lo, count, width=width, align="edge", color="tab:gray", label="images per bin")
+        ax2.set_yscale("log")
+        ax2.set_xlabel("confidence")
+        ax2.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def risk_coverage(curve: dict[str, np.ndarray], threshold: float, path) -> None:
+    """The error rate among the answers given against the share answered, most confident
+    first, and the operating point of the "not sure" threshold."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve["coverage"], 100 * curve["risk"], lw=1.5, label="answering the most confident")
+    answered = curve["threshold"] >= threshold
+    if answered.any():
+        k = int(np.flatnonzero(answered)[-1])
+        cov, risk = curve["coverage"][k], 100 * curve["risk"][k]
+        note = f"'not sure' below {threshold:.3f}: {cov:.1%} answered, {risk:.2f}% wrong"
+        ax.plot([cov], [risk], "o", color="tab:red", label=note)
+    ax.set_xlabel("share of images answered (coverage)")
+    ax.set_ylabel("errors among the answered (%)")
+    ax.set_xlim(0.8, 1.0)
+    top = 100 * float(curve["risk"][-1]) if len(curve["risk"]) else 1.0
+    ax.set_ylim(0, max(1.5 * top, 0.1))
+    ax.set_title("Risk-coverage")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     save(fig, path)

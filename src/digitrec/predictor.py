@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from digitrec.augment import tta_matrices, tta_probabilities
+from digitrec.calibration import UNCERTAIN_BELOW
 from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
@@ -29,7 +30,6 @@ from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
 from digitrec.runs import line_model_path, reading_model_path, resolve_model_path
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
-UNCERTAIN_BELOW = 0.6
 # Images (or test-time views) per model call: larger ones gain little per image and cost
 # memory (docs/results.md#measured).
 MAX_BATCH = 1024
@@ -98,6 +98,11 @@ class Prediction:
         order = np.argsort(self.probabilities)[::-1][:k]
         return [(int(i), float(self.probabilities[i])) for i in order]
 
+    def candidates(self, classes: Sequence[str]) -> str:
+        """The two likeliest answers, for a "not sure": '4 (55%) or 9 (40%)'."""
+        (a, pa), (b, pb) = self.top(2)
+        return f"{classes[a]} ({pa:.0%}) or {classes[b]} ({pb:.0%})"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "digit": self.digit,
@@ -119,7 +124,7 @@ class Predictor:
         meta: dict[str, Any],
         source: str = "",
         path: Path | None = None,
-        uncertain_below: float = UNCERTAIN_BELOW,
+        uncertain_below: float | None = None,
     ) -> None:
         if isinstance(model, OnnxModel):
             int8 = model.meta.get("precision") == "int8"
@@ -134,7 +139,14 @@ class Predictor:
         self.source = source
         self.path = path
         self.classes: list[str] = list(meta.get("classes", [str(d) for d in range(10)]))
-        self.uncertain_below = uncertain_below
+        # The model's own calibration (``digitrec calibrate``); uncalibrated: T = 1.
+        calibration = meta.get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.uncertain_below = (
+            uncertain_below
+            if uncertain_below is not None
+            else float(calibration.get("uncertain_below", UNCERTAIN_BELOW))
+        )
         self._lock = threading.Lock()
         self._tta = tta_matrices()
         self._reader: Predictor | None = None
@@ -186,7 +198,7 @@ class Predictor:
                 companion = reading_model_path(self.path) if self.path else None
                 # Called in turn with this model: its threads must not wait busy.
                 self._reader = (
-                    Predictor.load(companion, spin=False, uncertain_below=self.uncertain_below)
+                    Predictor.load(companion, spin=False)
                     if companion is not None and companion.is_file()
                     else self
                 )
@@ -221,12 +233,16 @@ class Predictor:
         step = max(1, MAX_BATCH // len(self._tta)) if tta else MAX_BATCH
         with self._lock, torch.inference_mode():
             parts = [
-                tta_probabilities(self._run, part, self._tta)
+                tta_probabilities(self._logits, part, self._tta)
                 if tta
-                else torch.softmax(self._run(part).float(), dim=1)
+                else torch.softmax(self._logits(part), dim=1)
                 for part in _chunks(x, step)
             ]
         return torch.cat(parts).cpu() if parts else torch.empty(0, len(self.classes))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits: the model's divided by its temperature."""
+        return self._run(x).float() / self.temperature
 
     def _probabilities(self, x: np.ndarray, tta: bool) -> np.ndarray:
         """``probabilities`` of a numpy batch, as numpy. On ONNX Runtime without views it
@@ -235,7 +251,7 @@ class Predictor:
             return self.probabilities(torch.from_numpy(x), tta=tta).numpy()
         with self._lock:
             logits = [self._run.run(part) for part in _chunks(x, MAX_BATCH)]
-        z = np.concatenate(logits).astype(np.float32, copy=False)
+        z = np.concatenate(logits).astype(np.float32, copy=False) / np.float32(self.temperature)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from digitrec.calibration import UNCERTAIN_BELOW
 from digitrec.models import LINE_HEIGHT, LineModel
 from digitrec.predictor import Predictor
 from digitrec.preprocess import (
@@ -131,7 +132,9 @@ def read(
     return Reading(
         text="\n".join(t for t in texts if t),
         confidence=math.prod(c.confidence for c in digits) if digits else 0.0,
-        uncertain=not digits or any(c.confidence < predictor.uncertain_below for c in digits),
+        # The reading and line models are not calibrated: the fixed threshold, not the
+        # digit model's measured one, applies to their confidences.
+        uncertain=not digits or any(c.confidence < UNCERTAIN_BELOW for c in digits),
         chars=chars,
         source_size=ink.record.source_size,
     )

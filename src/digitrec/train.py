@@ -30,9 +30,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 import digitrec
-from digitrec import plots
+from digitrec import calibration, plots
 from digitrec.augment import Augment, augment_batch
 from digitrec.checkpoint import (
+    copy_with_meta,
     load_model,
     load_state,
     load_tree,
@@ -398,11 +399,28 @@ def _train(
             if stop.is_set() and epoch + 1 < cfg.epochs:  # asked during the last batch
                 raise interrupted()
 
+    if split.validated:
+        config["calibration"] = calibrate_best(run_dir / "best.safetensors", split, log)
     config["status"] = "complete"
     config["best_val_acc"] = at.best_acc if split.validated else None
     config["train_seconds"] = sum(r["seconds"] for r in at.history)
     write_config(run_dir, config)
     return TrainResult(run_dir, at.history, config["best_val_acc"], config["train_seconds"])
+
+
+def calibrate_best(path: Path, split: Split, log: Callable[[str], None]) -> dict[str, Any]:
+    """The run's model calibrated on its validation split (``digitrec.calibration``): the
+    record stored in its checkpoint, written again with the same weights."""
+    model, _ = load_model(path)
+    record = calibration.fit(batched_logits(model, split.x_val), split.y_val)
+    copy_with_meta(path, path, {"calibration": record})
+    v = record["val"]
+    log(
+        f"calibrated: temperature {record['temperature']:.3f} (validation ECE "
+        f"{v['ece_before']:.4f} -> {v['ece_after']:.4f}), 'not sure' below "
+        f"{record['uncertain_below']:.3f} ({v['coverage']:.1%} answered, {v['risk']:.2%} wrong)"
+    )
+    return record
 
 
 @dataclass

@@ -176,6 +176,9 @@ async def model(p: PredictorDep) -> dict[str, Any]:
         "trained": meta.get("created"),
         "source": p.source,
         "backend": p.backend,
+        "temperature": p.temperature,
+        "uncertain_below": p.uncertain_below,
+        "calibrated": bool(meta.get("calibration")),
     }
 
 
