@@ -3,6 +3,7 @@ server started on a free port."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -214,6 +215,26 @@ def test_a_digit_drawn_small_reads_as_sure_as_a_big_one(page):
         assert shown(page) == "5" and "unsure" not in page.locator("#digit").get_attribute(
             "class"
         ), (size, page.locator("#confidence").inner_text())
+    page.keyboard.press("Escape")
+
+
+def test_a_cross_is_not_sure_and_names_the_two_likeliest_digits(page):
+    """Under the model's measured threshold the page says so, with the top two (an X: the
+    shipped model's best guess is a 4 at about 50%)."""
+    page.keyboard.press("Escape")
+    box = page.locator("#canvas").bounding_box()
+    for (x0, y0), (x1, y1) in [((0.3, 0.3), (0.7, 0.7)), ((0.7, 0.3), (0.3, 0.7))]:
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=8)
+        page.mouse.up()
+    settle(page)
+    status = page.locator("#status").inner_text()
+    assert "unsure" in page.locator("#digit").get_attribute("class"), status
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-not-sure.png"), full_page=True)
+    two = r"Not sure: \d \(\d+%\) or \d \(\d+%\)\. Try drawing it bigger or clearer\."
+    assert re.fullmatch(two, status), status
     page.keyboard.press("Escape")
 
 

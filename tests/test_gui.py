@@ -91,19 +91,22 @@ def test_a_digit_drawn_small_is_read_with_a_pen_its_size(session):
 
 def test_what_the_window_says(session):
     blank = session.predict(Drawing().render())
-    assert blank.blank and describe(blank)[1].startswith("no digit")
+    digits = session.predictor.classes
+    assert blank.blank and describe(blank, digits)[1].startswith("no digit")
     assert title_for(blank) == "digitrec: no digit" and title_for(None) == "digitrec"
     d = Drawing()
     d.begin((0.3, 0.3))
     d.extend((0.32, 0.33))  # a dot: something, but no clear digit
     pred = session.predict(d.render())
     sure = replace(pred, uncertain=False, confidence=0.97)
-    unsure = replace(pred, uncertain=True, confidence=0.41)
+    probs = [0.0] * 10
+    probs[4], probs[9], probs[7] = 0.55, 0.4, 0.05
+    unsure = replace(pred, uncertain=True, confidence=0.55, probabilities=probs)
     assert (
-        describe(sure) == (pred.label, "97.0% sure")
+        describe(sure, digits) == (pred.label, "97.0% sure")
         and title_for(sure) == f"digitrec: {pred.label}"
     )
-    assert describe(unsure) == (pred.label, "not sure: 41%")
+    assert describe(unsure, digits) == (pred.label, "not sure: 4 (55%) or 9 (40%)")
     assert title_for(unsure) == f"digitrec: {pred.label} (not sure)"
 
 

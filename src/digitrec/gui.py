@@ -14,7 +14,7 @@ import io
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -110,12 +110,12 @@ class Drawing:
         return img
 
 
-def describe(pred: Prediction) -> tuple[str, str]:
+def describe(pred: Prediction, classes: Sequence[str]) -> tuple[str, str]:
     """The big character and the line under it."""
     if pred.blank:
         return "–", "no digit: draw one, or open an image"
     if pred.uncertain:
-        return pred.label, f"not sure: {pred.confidence:.0%}"
+        return pred.label, f"not sure: {pred.candidates(classes)}"
     return pred.label, f"{pred.confidence:.1%} sure"
 
 
@@ -559,7 +559,7 @@ class App:
         if isinstance(pred, Reading):
             return self._show_reading(pred)
         self.prediction = pred
-        big, line = describe(pred)
+        big, line = describe(pred, self.session.predictor.classes)
         self.digit.configure(text=big, fg="#b45309" if pred.uncertain else "black",
                              font=("TkDefaultFont", 64, "bold"))  # fmt: skip
         self.detail.configure(text=line)

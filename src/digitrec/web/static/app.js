@@ -203,9 +203,18 @@ function show(r) {
     digit.textContent = r.label;
     digit.classList.toggle("unsure", r.uncertain);
     $("confidence").textContent = `${(r.confidence * 100).toFixed(1)}% sure`;
-    $("status").textContent = r.uncertain ? "Not sure: try drawing it bigger or clearer." : "";
+    $("status").textContent = r.uncertain
+      ? `Not sure: ${candidates(r.probabilities)}. Try drawing it bigger or clearer.`
+      : "";
   }
   bars(r.probabilities);
+}
+
+// The two likeliest digits, as the CLI and the window say them: "4 (55%) or 9 (40%)".
+function candidates(probs) {
+  const [a, b] = probs.map((p, d) => [p, d]).sort((x, y) => y[0] - x[0]);
+  const pct = (p) => `${Math.round(p * 100)}%`;
+  return `${a[1]} (${pct(a[0])}) or ${b[1]} (${pct(b[0])})`;
 }
 
 function bars(probs) {
