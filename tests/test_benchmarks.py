@@ -75,6 +75,16 @@ def test_photos_reads_each_kind_of_phone_photo():
     assert len(rows(out, r".+\s[\d.]+x$")) == 6, out  # four kinds of photo, two blank
 
 
+def test_trust_flags_every_outlier_kind_and_digits_against_the_reference():
+    out = run("benchmarks/trust.py", "--n", "5", "--renders", "2", "--photos", "1")
+    assert rows(out, r"calibrated \(T = [\d.]+\)\s+0\.00\d\d"), out
+    kinds = ["scribble", "letter", "symbol", "blot", "dot", "Fashion-MNIST", "MNIST test",
+             "real-input renders", "photo, small", "photo, framed"]  # fmt: skip
+    for kind in kinds:
+        assert rows(out, rf"{re.escape(kind)}.*\s[\d.]+%\s+[\d.]+%"), (kind, out)
+    assert len(rows(out, r"\s+(PASS|MISS)\s")) == 4, out
+
+
 def test_inference_times_every_backend_and_compares_with_the_targets():
     out = run("benchmarks/inference.py", "--seconds", "0.1")
     for runtime in ("torch eager", "torch frozen", "onnx float32", "onnx int8"):
