@@ -12,7 +12,8 @@ same run: the same weights as trained, with the fixed 0.6 "not sure" they had be
 Targets: test ECE <= 0.01; every outlier kind >= 95% flagged while <= 1% of MNIST test
 and <= 2% of the real-input renders are.
 
-    python benchmarks/trust.py [--n 500] [--renders 100] [--photos 20] [--model-path M]
+    python benchmarks/trust.py [--n 500] [--renders 100] [--photos 20] [--digits 10000]
+                               [--model-path M]
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="renders per outlier kind")
     ap.add_argument("--renders", type=int, default=100, help="digits per real-input variant")
     ap.add_argument("--photos", type=int, default=20, help="phone photos per kind (0: none)")
+    ap.add_argument("--digits", type=int, default=10000, help="MNIST test digits to flag")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-path")
     args = ap.parse_args()
@@ -115,7 +117,8 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, 1000 + i])
         row(kind, [render(rng) for _ in range(args.n)])
     row("Fashion-MNIST (test)", list(fashion.test_images[: args.n].numpy()))
-    row("MNIST test (digits)", list(mnist.test_images.numpy()), y.numpy())
+    row("MNIST test (digits)", list(mnist.test_images[: args.digits].numpy()),
+        y[: args.digits].numpy())  # fmt: skip
     rng = np.random.default_rng([args.seed, 2000])
     idx = rng.choice(len(x), args.renders, replace=False)
     digits = mnist.test_images[idx].numpy()

@@ -76,7 +76,8 @@ def test_photos_reads_each_kind_of_phone_photo():
 
 
 def test_trust_flags_every_outlier_kind_and_digits_against_the_reference():
-    out = run("benchmarks/trust.py", "--n", "5", "--renders", "2", "--photos", "1")
+    out = run("benchmarks/trust.py", "--n", "5", "--renders", "2", "--photos", "1",
+              "--digits", "100")  # fmt: skip
     assert rows(out, r"calibrated \(T = [\d.]+\)\s+0\.00\d\d"), out
     kinds = ["scribble", "letter", "symbol", "blot", "dot", "Fashion-MNIST", "MNIST test",
              "real-input renders", "photo, small", "photo, framed"]  # fmt: skip
