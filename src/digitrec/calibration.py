@@ -127,12 +127,16 @@ def validation_split(checkpoint: Path) -> tuple[int, int]:
 
 
 def calibrate_checkpoint(
-    arg: str | Path, data_dir: str | None = None, max_risk: float = MAX_RISK
+    arg: str | Path,
+    data_dir: str | None = None,
+    max_risk: float = MAX_RISK,
+    runs_root: Path | None = None,
 ) -> tuple[Path, dict[str, Any], list[Path]]:
-    """Fit ``arg``'s calibration on its validation split and store it in the checkpoint;
-    its ONNX exports are made again so they carry it. Returns the checkpoint, the record
-    and the exports rewritten."""
-    path = resolve_checkpoint(arg)
+    """Fit the calibration of ``arg`` (a checkpoint, a run under ``runs_root``, or
+    ``default``) on its validation split and store it in the checkpoint; its ONNX exports
+    are made again so they carry it. Returns the checkpoint, the record and the exports
+    rewritten."""
+    path = resolve_checkpoint(arg, runs_root)
     model, meta = load_model(path)
     if meta["model"] == LINE_MODEL or meta.get("reading"):
         raise CheckpointError(f"{path} reads numbers, not single digits: nothing to calibrate")

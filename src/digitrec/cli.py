@@ -510,10 +510,8 @@ def cmd_calibrate(args) -> int:
     from digitrec import runs
     from digitrec.calibration import calibrate_checkpoint
 
-    target = args.target
-    if not Path(target).is_file() and target != runs.SHIPPED:
-        target = runs.resolve_run(target, runs.runs_root(args.runs_dir))
-    path, c, exports = calibrate_checkpoint(target, args.data_dir, args.max_risk)
+    root = runs.runs_root(args.runs_dir)
+    path, c, exports = calibrate_checkpoint(args.target, args.data_dir, args.max_risk, root)
     v = c["val"]
     print(f"{path}: temperature {c['temperature']:.4f}; on its {c['images']} validation "
           f"images ECE {v['ece_before']:.4f} -> {v['ece_after']:.4f}, NLL "

@@ -156,8 +156,8 @@ def _img(path: Path) -> str:
 
 def _before(r: dict[str, Any]) -> str:
     b = r.get("uncalibrated")
-    if not b:
-        return " (no temperature fitted: `digitrec calibrate`)" if r["temperature"] == 1 else ""
+    if not b:  # never calibrated, or with test-time views (no single set of logits)
+        return "" if r["not_sure"]["measured"] else " (no temperature fitted: `digitrec calibrate`)"
     return (f" with its temperature {r['temperature']:.3f} (as trained: ECE {b['ece']:.4f}, "
             f"loss {b['loss']:.4f})")  # fmt: skip
 

@@ -246,13 +246,7 @@ def _again(image: Image.Image, opts: Options) -> Preprocessed:
 def _look(img: Image.Image, source_size: tuple[int, int], opts: Options) -> Preprocessed:
     """The pipeline on a decoded image at the working size, and closer if that finds none."""
     first = _read(img, source_size, WORK_SIDE, opts)
-    if (
-        first.blank
-        and opts.robust
-        and opts.refine
-        and max(img.size) > CLOSER_SIDE
-        and not first.on_sheet
-    ):
+    if first.blank and _may_look_closer(img, opts) and not first.on_sheet:
         # A digit a few percent of a photo's height is a few faint pixels at 128 px, too
         # few to tell from the paper's grain: look again, at 512 px, before saying "no
         # digit" (the digit found there is then refined on the photo itself).
@@ -262,6 +256,11 @@ def _look(img: Image.Image, source_size: tuple[int, int], opts: Options) -> Prep
             closer.steps.insert(at, f"nothing at {WORK_SIDE} px: looked again at {CLOSER_SIDE} px")
             return closer
     return first
+
+
+def _may_look_closer(img: Image.Image, opts: Options) -> bool:
+    """Whether a blank first look at ``img`` is followed by a look at ``CLOSER_SIDE``."""
+    return opts.robust and opts.refine and max(img.size) > CLOSER_SIDE
 
 
 def _read(
@@ -362,10 +361,11 @@ def _ink(
     opts: Options,
 ) -> np.ndarray | Preprocessed:
     """Polarity and background: how much ink each pixel holds, 0 to 1."""
-    # Faint ink is looked for where no closer look follows: in a large photo at 128 px
-    # the paper's grain can pass for it, and at 512 px its digit is found with its detail.
-    closer_look = opts.robust and opts.refine and max(gray.shape) <= WORK_SIDE
-    faint = not (closer_look and max(full.size) > CLOSER_SIDE)
+    # Faint ink is looked for by the robust pipeline where no closer look follows: in a
+    # large photo at 128 px the paper's grain can pass for it, and at 512 px its digit is
+    # found with its detail.
+    first_look = max(gray.shape) <= WORK_SIDE
+    faint = opts.robust and not (first_look and _may_look_closer(full, opts))
     if opts.robust and uneven(gray):
         # Lighting, shadow, fog or grey paper: the ink is measured against a local
         # background estimate rather than one level for the whole image.
