@@ -39,7 +39,7 @@ from digitrec.compose import Number, compose, pen_strokes
 from digitrec.data import load_dataset, split_indices
 from digitrec.predictor import Predictor
 from digitrec.reading import read
-from digitrec.runs import line_model_path
+from digitrec.runs import companion_or_shipped
 from variants import jpeg
 
 Rng = np.random.Generator
@@ -146,7 +146,8 @@ def main() -> None:
     reader = predictor.reading_model()
     print(f"model {predictor.name} ({predictor.backend}), reading model "
           f"{reader.path.name if reader.path else '?'} ({reader.backend}), line model "
-          f"{line_model_path(predictor.path).name} (torch), {args.n} numbers per category, "
+          f"{companion_or_shipped(predictor.path, 'lines').name} (torch), {args.n} numbers "
+          f"per category, "
           f"MNIST {args.split} digits drawn {args.height} px tall")  # fmt: skip
     print(f"{'category':<30} {'whole':>7} {'digits':>7} {'ref':>7} {'ms':>6}  notes")
     shown = []

@@ -47,3 +47,23 @@ def written(text: str, left: float, top: float, size: float) -> list[list[tuple[
         for k, ch in enumerate(text)
         for stroke in PEN[ch]
     ]
+
+
+def _coil() -> list[tuple[float, float]]:
+    """Four loops run together left to right, as a pen doodles: no digit."""
+    turns = np.linspace(np.pi, 3 * np.pi, 9)[:-1]
+    return [(0.2 + 0.18 * k + 0.13 * np.cos(t), 0.5 + 0.2 * np.sin(t))
+            for k in range(4) for t in turns]  # fmt: skip
+
+
+# Drawings that are not plain digits, in a unit box: a scribble, and a 1 whose flag is long
+# enough to make it a 7 (the shipped model, on the page: 7 at 77%, 1 at 22%, "not sure").
+SHAPES = {
+    "scribble": [_coil()],
+    "1 or 7": [[(0.4, 0.18), (0.6, 0.05), (0.55, 0.95)]],
+}
+
+
+def shape(name: str, left: float, top: float, size: float) -> list[list[tuple[float, float]]]:
+    """The strokes of ``SHAPES[name]`` in a ``size`` px square at (left, top)."""
+    return [[(left + x * size, top + y * size) for x, y in stroke] for stroke in SHAPES[name]]

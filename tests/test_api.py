@@ -272,6 +272,20 @@ def test_model_health_and_docs(client):
         assert external not in client.get("/static/app.js").text
 
 
+def test_junk_is_answered_not_a_digit_and_the_model_names_its_detector(client, digits):
+    from digitrec import outliers
+
+    scribble = outliers.scribble(np.random.default_rng([5, 9000]))
+    answer = client.post("/api/predict", files={"file": ("s.png", scribble, "image/png")}).json()
+    assert answer["not_a_digit"] and answer["digit"] is None and answer["uncertain"]
+    digit = client.post("/api/predict", files={"file": ("d.png", digits[0][0], "image/png")})
+    assert digit.json()["not_a_digit"] is False and digit.json()["digit"] == digits[0][1]
+    detector = client.get("/api/model").json()["not_a_digit"]
+    assert detector["detector"] == "default.notdigit.safetensors" and detector["threshold"] > 0
+    field = client.get("/openapi.json").json()["components"]["schemas"]["PredictionBody"]
+    assert "scribble" in field["properties"]["not_a_digit"]["description"]  # in /docs
+
+
 def test_concurrent_requests_get_their_own_answers(client, digits):
     answers: dict[int, int] = {}
 

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import assert_drawn
 from digitrec.checkpoint import read_meta
 from digitrec.predictor import Predictor
-from digitrec.runs import line_model_path, shipped_model_path
+from digitrec.runs import companion_or_shipped, shipped_model_path
 
 pytestmark = pytest.mark.slow  # each trains, serves or scores through the whole pipeline
 
@@ -75,15 +76,18 @@ def test_photos_reads_each_kind_of_phone_photo():
     assert len(rows(out, r".+\s[\d.]+x$")) == 6, out  # four kinds of photo, two blank
 
 
-def test_trust_flags_every_outlier_kind_and_digits_against_the_reference():
+def test_trust_flags_every_outlier_kind_and_digits_against_the_reference(tmp_path):
+    misses = tmp_path / "misses.png"
     out = run("benchmarks/trust.py", "--n", "5", "--renders", "2", "--photos", "1",
-              "--digits", "100")  # fmt: skip
+              "--digits", "100", "--misses", str(misses))  # fmt: skip
     assert rows(out, r"calibrated \(T = [\d.]+\)\s+0\.00\d\d"), out
     kinds = ["scribble", "letter", "symbol", "blot", "dot", "Fashion-MNIST", "MNIST test",
-             "real-input renders", "photo, small", "photo, framed"]  # fmt: skip
+             "real-input renders", "photo, small", "photo, framed",
+             "photo of something else"]  # fmt: skip
     for kind in kinds:
-        assert rows(out, rf"{re.escape(kind)}.*\s[\d.]+%\s+[\d.]+%"), (kind, out)
+        assert rows(out, rf"{re.escape(kind)}.*\s[\d.]+%\s+[\d.]+%\s+[\d.]+%"), (kind, out)
     assert len(rows(out, r"\s+(PASS|MISS)\s")) == 4, out
+    assert Image.open(misses).height == 3 * 30 * 7  # a row per kind of junk
 
 
 def test_inference_times_every_backend_and_compares_with_the_targets():
@@ -115,7 +119,7 @@ def test_ship_default_model_makes_the_seven_files_elsewhere(tmp_path):
     assert shipped.meta["model"] == "best"
     assert shipped.reading_model().classes[-1] == "none"
     assert shipped.reading_model().backend == "onnx"  # its export, found beside it
-    assert line_model_path(tmp_path / "default.safetensors").parent == tmp_path
+    assert companion_or_shipped(tmp_path / "default.safetensors", "lines").parent == tmp_path
 
 
 def test_ship_default_model_refuses_a_quick_model_in_the_package(tmp_path):

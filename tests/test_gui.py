@@ -24,7 +24,7 @@ from digitrec.gui import BRUSH, NUMBER_ASPECT, Drawing, Session, describe, title
 from digitrec.models import build_model
 from digitrec.predictor import Predictor
 from digitrec.runs import shipped_model_path
-from strokes import ink_runs, written
+from strokes import ink_runs, shape, written
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -96,18 +96,19 @@ def test_what_the_window_says(session):
     assert title_for(blank) == "digitrec: no digit" and title_for(None) == "digitrec"
     d = Drawing()
     d.begin((0.3, 0.3))
-    d.extend((0.32, 0.33))  # a dot: something, but no clear digit
-    pred = session.predict(d.render())
+    d.extend((0.32, 0.33))  # a dot: something, but not a digit
+    dot = session.predict(d.render())
+    assert dot.not_a_digit and dot.digit is None and dot.uncertain
+    assert describe(dot, digits) == ("×", "not a digit: draw one digit, 0 to 9")
+    assert title_for(dot) == "digitrec: not a digit"
+    pred = replace(dot, not_a_digit=False, digit=4, label="4")
     sure = replace(pred, uncertain=False, confidence=0.97)
     probs = [0.0] * 10
     probs[4], probs[9], probs[7] = 0.55, 0.4, 0.05
     unsure = replace(pred, uncertain=True, confidence=0.55, probabilities=probs)
-    assert (
-        describe(sure, digits) == (pred.label, "97.0% sure")
-        and title_for(sure) == f"digitrec: {pred.label}"
-    )
-    assert describe(unsure, digits) == (pred.label, "not sure: 4 (55%) or 9 (40%)")
-    assert title_for(unsure) == f"digitrec: {pred.label} (not sure)"
+    assert describe(sure, digits) == ("4", "97.0% sure") and title_for(sure) == "digitrec: 4"
+    assert describe(unsure, digits) == ("4", "not sure: 4 (55%) or 9 (40%)")
+    assert title_for(unsure) == "digitrec: 4 (not sure)"
 
 
 def test_switching_models_and_keeping_the_old_one_on_errors(session, tmp_path):
@@ -437,6 +438,17 @@ def test_digitrec_gui_in_a_real_window_with_xdotool(display, mnist, tmp_path):
         w, h = map(int, re.search(r"Geometry: (\d+)x(\d+)", geo).groups())
         shot = screenshot(display, "gui-window.png", (0, 0, w, h))
         assert np.asarray(Image.open(shot)).std() > 10  # a window, not an empty screen
+        x("xdotool", "key", "--window", win, "Escape")
+        title("digitrec")
+        cmd = ["xdotool"]
+        for stroke in shape("scribble", cx, cy, side):
+            cmd += ["mousemove", *map(str, map(round, stroke[0])), "mousedown", "1"]
+            for px, py in stroke[1:]:  # a pause per move, or Tk sees only some of them
+                cmd += ["mousemove", str(round(px)), str(round(py)), "sleep", "0.02"]
+            cmd += ["mouseup", "1"]
+        x(*cmd)
+        title("digitrec: not a digit", steady=0.6)
+        screenshot(display, "gui-not-a-digit.png", (0, 0, w, h))
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)

@@ -17,7 +17,7 @@ from digitrec.predictor import Predictor
 from digitrec.preprocess import ink_map
 from digitrec.preprocess.segment import find_lines
 from digitrec.reading import READ_SIDE, ctc_runs, read
-from digitrec.runs import line_model_path, shipped_model_path
+from digitrec.runs import companion_or_shipped, shipped_model_path
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def test_touching_and_overlapping_digits_are_read_whole_each_boxed_on_its_ink(
 
 
 def test_a_digit_model_without_its_own_line_model_uses_the_shipped_one(tmp_path):
-    assert line_model_path(tmp_path / "m.safetensors") == shipped_model_path().with_name(
-        "default.lines.safetensors"
-    )
+    assert companion_or_shipped(
+        tmp_path / "m.safetensors", "lines"
+    ) == shipped_model_path().with_name("default.lines.safetensors")
     assert isinstance(Predictor.load().line_model(), LineModel)
 
 
@@ -82,7 +82,7 @@ def test_train_lines_writes_a_line_model_that_read_finds(tmp_path):
     assert 400 < meta["training"]["lines"] <= 500 and meta["training"]["seed"] == 0
     assert set(meta["training"]["validation"]) == {"lines_exact", "digits_in_place", "lines"}
     json.dumps(meta)  # the provenance is plain JSON
-    assert line_model_path(base) == out
+    assert companion_or_shipped(base, "lines") == out
     assert isinstance(Predictor.load(base, backend="torch").line_model(), LineModel)
 
     again = run_cli(*args)  # never overwritten without --force

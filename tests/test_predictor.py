@@ -7,8 +7,8 @@ import torch
 
 from conftest import untrained_with_statistics
 from digitrec.errors import CheckpointError, ImageError
-from digitrec.models import MODELS
-from digitrec.predictor import Predictor, inference_module
+from digitrec.models import MODELS, inference_module
+from digitrec.predictor import Predictor
 from digitrec.runs import resolve_model_path, shipped_model_path
 
 

@@ -305,6 +305,29 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="auto")
     _data_args(p, dataset=False)
+    p = sub.add_parser(
+        "train-notdigit",
+        help="train the detector that answers 'not a digit' for junk",
+        description="Train, from scratch, the small model that tells a digit from junk "
+        "(scribbles, letters, symbols, blots, dots, Fashion-MNIST's clothes), all drawn from "
+        "training data and seeds of its own, its threshold chosen on the validation split. "
+        "Written beside the digit model as NAME.notdigit.safetensors, where `predict`, the "
+        "API and the apps find it (else they use the shipped one).",
+    )
+    p.add_argument("--model-path", help="the digit model it goes beside (default: the usual "
+                   "resolution)")  # fmt: skip
+    p.add_argument("--out", help="where to write it (default: NAME.notdigit.safetensors beside)")
+    p.add_argument("--digits", type=int, default=30000, help="training-split digits")
+    p.add_argument("--junk", type=int, default=4000, help="renders of each kind of junk")
+    p.add_argument("--skip", metavar="KIND", help="leave one kind of junk (scribble, letter, "
+                   "...) out of training: to measure it on a kind never seen")  # fmt: skip
+    p.add_argument("--epochs", type=float, default=8.0, help="passes over the examples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="processes drawing the examples")
+    p.add_argument("--force", action="store_true", help="replace an existing detector")
+    p.add_argument("--runs-dir")
+    p.add_argument("--device", default="auto")
+    _data_args(p, dataset=False)
 
 
 def _add_apps_commands(sub: argparse._SubParsersAction) -> None:
@@ -586,12 +609,14 @@ def cmd_predict(args) -> int:
                                results, args.json):  # fmt: skip
         top3 = [{"label": predictor.classes[d], "probability": p} for d, p in pred.top(3)]
         results.append({"file": path, **pred.to_dict(), "top3": top3})
-        if args.json and not pred.blank:
+        if args.json and not (pred.blank or pred.not_a_digit):
             results[-1]["read"] = read(predictor, path).text
         if args.json:
             continue
         if pred.blank:
             print(f"{path}: no digit found (the image is blank or nearly blank)")
+        elif pred.not_a_digit:
+            print(f"{path}: not a digit (it looks like none of 0-9: a scribble, a letter, ...)")
         else:
             top = ", ".join(f"{predictor.classes[d]} {p:.1%}" for d, p in pred.top(3))
             flag = f"  (not sure: {pred.candidates(predictor.classes)})" if pred.uncertain else ""
@@ -700,6 +725,25 @@ def cmd_train_lines(args) -> int:
         f"\nvalidation ({val['lines']} lines of validation-split digits): lines read "
         f"exactly {val['lines_exact']:.2%}, digits in place {val['digits_in_place']:.2%}"
     )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_train_notdigit(args) -> int:
+    from digitrec.notdigit import train_notdigit_model
+
+    if min(args.digits, args.junk, args.workers) < 1 or args.epochs <= 0:
+        raise DigitrecError("--digits, --junk and --workers must be at least 1, --epochs above 0")
+    base, out, _ = _companion_out(args, "notdigit")
+    print(f"for: {base}")
+    got = train_notdigit_model(out, args.digits, args.junk, args.epochs, args.seed, args.device,
+                               args.data_dir, args.skip or "", args.workers)  # fmt: skip
+    val = got["validation"]
+    print(f"\nvalidation, flagged 'not a digit' (threshold {got['threshold']:.3f}):")
+    for key, share in val.items():
+        name = key.removesuffix("_flagged")
+        unseen = " (never trained on)" if name == args.skip else ""
+        print(f"  {name + unseen:<32} {share:>7.2%}")
     print(f"wrote {out}")
     return 0
 
@@ -829,6 +873,7 @@ COMMANDS = {
     "read": cmd_read,
     "train-reader": cmd_train_reader,
     "train-lines": cmd_train_lines,
+    "train-notdigit": cmd_train_notdigit,
 }
 
 

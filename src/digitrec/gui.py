@@ -114,6 +114,8 @@ def describe(pred: Prediction, classes: Sequence[str]) -> tuple[str, str]:
     """The big character and the line under it."""
     if pred.blank:
         return "–", "no digit: draw one, or open an image"
+    if pred.not_a_digit:
+        return "×", "not a digit: draw one digit, 0 to 9"
     if pred.uncertain:
         return pred.label, f"not sure: {pred.candidates(classes)}"
     return pred.label, f"{pred.confidence:.1%} sure"
@@ -134,6 +136,8 @@ def title_for(pred: Prediction | Reading | None) -> str:
         return "digitrec"
     if pred.blank:
         return "digitrec: no digits" if isinstance(pred, Reading) else "digitrec: no digit"
+    if isinstance(pred, Prediction) and pred.not_a_digit:
+        return "digitrec: not a digit"
     text = pred.text.replace("\n", " ") if isinstance(pred, Reading) else pred.label
     return f"digitrec: {text}" + (" (not sure)" if pred.uncertain else "")
 

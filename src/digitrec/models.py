@@ -8,6 +8,7 @@ checkpoint carries everything needed to use it (and ONNX exports include it).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -235,3 +236,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise DigitrecError(f"Unknown device {name!r}; choose auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def inference_module(model: nn.Module) -> nn.Module:
+    """The model frozen for CPU inference: batch norm folded into the convolutions and
+    oneDNN kernels chosen (``torch.jit.optimize_for_inference``), about twice as fast per
+    image as eager mode here. Same outputs to float rounding; on a GPU, or for a model
+    TorchScript cannot compile, the eager model itself."""
+    if next(model.parameters()).device.type != "cpu":
+        return model
+    try:
+        # TorchScript is deprecated in favour of torch.compile, which needs a C++ compiler
+        # at run time and seconds to start; torch is pinned, so this stays as it works.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model)))
+    except Exception:  # any compile failure: eager mode is always correct
+        return model

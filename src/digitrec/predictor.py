@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,13 @@ from digitrec.calibration import UNCERTAIN_BELOW
 from digitrec.checkpoint import load_model
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
-from digitrec.models import LineModel, resolve_device
+from digitrec.models import LineModel, inference_module, resolve_device
+from digitrec.notdigit import NotDigit
 from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
-from digitrec.runs import line_model_path, reading_model_path, resolve_model_path
+from digitrec.runs import companion_or_shipped, reading_model_path, resolve_model_path
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
+DIGITS = [str(d) for d in range(10)]
 # Images (or test-time views) per model call: larger ones gain little per image and cost
 # memory (docs/results.md#measured).
 MAX_BATCH = 1024
@@ -38,23 +39,6 @@ MAX_BATCH = 1024
 def _chunks(x: Any, step: int) -> list[Any]:
     """``x`` (a tensor or an array) cut into batches of at most ``step`` images."""
     return [x[i : i + step] for i in range(0, len(x), step)]
-
-
-def inference_module(model: nn.Module) -> nn.Module:
-    """The model frozen for CPU inference: batch norm folded into the convolutions and
-    oneDNN kernels chosen (``torch.jit.optimize_for_inference``), about twice as fast per
-    image as eager mode here. Same outputs to float rounding; on a GPU, or for a model
-    TorchScript cannot compile, the eager model itself."""
-    if next(model.parameters()).device.type != "cpu":
-        return model
-    try:
-        # TorchScript is deprecated in favour of torch.compile, which needs a C++ compiler
-        # at run time and seconds to start; torch is pinned, so this stays as it works.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model)))
-    except Exception:  # any compile failure: eager mode is always correct
-        return model
 
 
 def export_of(
@@ -93,6 +77,7 @@ class Prediction:
     blank: bool
     image: np.ndarray  # the 28x28 input the model saw
     info: dict[str, Any] = field(default_factory=dict)
+    not_a_digit: bool = False  # the "not a digit" detector's verdict: then no digit
 
     def top(self, k: int = 3) -> list[tuple[int, float]]:
         order = np.argsort(self.probabilities)[::-1][:k]
@@ -111,6 +96,7 @@ class Prediction:
             "probabilities": [round(p, 6) for p in self.probabilities],
             "uncertain": self.uncertain,
             "blank": self.blank,
+            "not_a_digit": self.not_a_digit,
             "preprocessing": self.info,
         }
 
@@ -125,6 +111,7 @@ class Predictor:
         source: str = "",
         path: Path | None = None,
         uncertain_below: float | None = None,
+        not_digit: bool = True,
     ) -> None:
         if isinstance(model, OnnxModel):
             int8 = model.meta.get("precision") == "int8"
@@ -151,6 +138,8 @@ class Predictor:
         self._tta = tta_matrices()
         self._reader: Predictor | None = None
         self._lines: LineModel | None = None
+        # None: not loaded yet; False: none for this model (or ``not_digit=False``).
+        self._notdigit: NotDigit | bool | None = None if not_digit else False
         self._reader_lock = threading.Lock()
 
     @classmethod
@@ -210,12 +199,24 @@ class Predictor:
         one (it reads digits whatever the digit model). Loaded once, run by PyTorch."""
         with self._reader_lock:
             if self._lines is None:
-                path = line_model_path(self.path)
+                path = companion_or_shipped(self.path, "lines")
                 model, _ = load_model(path, self.device)
                 if not isinstance(model, LineModel):
                     raise CheckpointError(f"{path} is not a line model (`digitrec train-lines`)")
                 self._lines = model
             return self._lines
+
+    def not_digit_detector(self) -> NotDigit | None:
+        """The "not a digit" detector (``digitrec.notdigit``) for a model that reads
+        MNIST's digits: ``NAME.notdigit.safetensors`` beside it, else the shipped one;
+        None for other models (Fashion-MNIST's, a reading model) or when there is none.
+        Loaded once, run by PyTorch on this model's device."""
+        with self._reader_lock:
+            if self._notdigit is None:
+                path = companion_or_shipped(self.path, "notdigit")
+                usable = self.classes == DIGITS and path.is_file()
+                self._notdigit = NotDigit.load(path, self.device) if usable else False
+            return self._notdigit or None
 
     @property
     def name(self) -> str:
@@ -293,18 +294,22 @@ class Predictor:
         out: list[Prediction] = [None] * len(pre)  # type: ignore[list-item]
         todo = [i for i, p in enumerate(pre) if not p.blank]
         if todo:
-            probs = self.classify(np.stack([pre[i].image for i in todo]), tta)
-            for i, p in zip(todo, probs, strict=True):
+            images = np.stack([pre[i].image for i in todo])
+            probs = self.classify(images, tta)
+            detector = self.not_digit_detector()
+            junk = detector.flags(images) if detector else np.zeros(len(todo), bool)
+            for i, p, no in zip(todo, probs, junk, strict=True):
                 d = int(p.argmax())
                 out[i] = Prediction(
-                    digit=d,
-                    label=self.classes[d],
+                    digit=None if no else d,
+                    label="" if no else self.classes[d],
                     confidence=float(p[d]),
                     probabilities=[float(v) for v in p],
-                    uncertain=float(p[d]) < self.uncertain_below,
+                    uncertain=bool(no) or float(p[d]) < self.uncertain_below,
                     blank=False,
                     image=pre[i].image,
                     info=pre[i].info(),
+                    not_a_digit=bool(no),
                 )
         for i, p in enumerate(pre):
             if p.blank:

@@ -299,7 +299,7 @@ def shipped_model_path() -> Path:
 
 
 def reading_model_path(model: Path, kind: str = "reader") -> Path:
-    """Where a digit model's reading model (``kind``: or line model, ``lines``) is kept:
+    """Where a digit model's reading model (``kind``: or any other companion) is kept:
     ``NAME.KIND.safetensors`` beside ``NAME.safetensors`` (or its exports, ``NAME.onnx``
     and ``NAME.int8.onnx``)."""
     name = model.name
@@ -308,12 +308,13 @@ def reading_model_path(model: Path, kind: str = "reader") -> Path:
     return model.with_name(f"{name}.{kind}.safetensors")
 
 
-def line_model_path(model: Path | None) -> Path:
-    """The line model for a digit model: ``NAME.lines.safetensors`` beside it (or beside
-    its exports) when there is one, else the one shipped in the package."""
-    if model is not None and (mine := reading_model_path(model, "lines")).is_file():
+def companion_or_shipped(model: Path | None, kind: str) -> Path:
+    """A model every digit model can use (``kind``: the line model, ``lines``, or the "not a
+    digit" detector, ``notdigit``): ``NAME.KIND.safetensors`` beside the digit model (or
+    beside its exports) when there is one, else the one shipped in the package."""
+    if model is not None and (mine := reading_model_path(model, kind)).is_file():
         return mine
-    return shipped_model_path().with_name("default.lines.safetensors")
+    return shipped_model_path().with_name(f"default.{kind}.safetensors")
 
 
 def resolve_model_path(

@@ -179,6 +179,9 @@ async def model(p: PredictorDep) -> dict[str, Any]:
         "temperature": p.temperature,
         "uncertain_below": p.uncertain_below,
         "calibrated": bool(meta.get("calibration")),
+        "not_a_digit": {"detector": d.path.name if d.path else None, "threshold": d.threshold}
+        if (d := p.not_digit_detector())
+        else None,
     }
 
 

@@ -25,18 +25,26 @@ class ModelRef(BaseModel):
 
 
 class PredictionBody(BaseModel):
-    digit: int | None = Field(description="0-9, or null when the image holds no digit")
+    digit: int | None = Field(
+        description="0-9, or null when the image holds no digit (blank, or not a digit)"
+    )
     label: str
     confidence: float = Field(
-        description="The probability of the predicted digit, calibrated: of answers given "
+        description="The probability of the likeliest digit, calibrated: of answers given "
         "at 90%, about 9 in 10 are right (the model's temperature, GET /api/model)"
     )
     probabilities: list[float] = Field(description="One per class, 0 to 9, summing to 1")
     uncertain: bool = Field(
         description="'Not sure': confidence under the model's threshold, measured on "
-        "validation (GET /api/model), or a blank image"
+        "validation (GET /api/model), or a blank image, or not a digit"
     )
     blank: bool
+    not_a_digit: bool = Field(
+        description="Junk, not a digit (a scribble, a letter or symbol, a blot, a dot, a "
+        "photo of something else): the 'not a digit' detector's score over its threshold, "
+        "chosen on validation (GET /api/model). Then digit is null; probabilities and "
+        "confidence still say what the digit model made of it"
+    )
     preprocessing: dict[str, Any] = Field(
         description="What the pipeline did: inverted, ink box in the source, scale, steps"
     )

@@ -199,6 +199,11 @@ function show(r) {
     digit.classList.add("unsure");
     $("confidence").textContent = "No digit found";
     $("status").textContent = "The image looks blank.";
+  } else if (r.not_a_digit) {
+    digit.textContent = "×";
+    digit.classList.add("unsure");
+    $("confidence").textContent = "Not a digit";
+    $("status").textContent = "This looks like none of 0-9. Draw one digit.";
   } else {
     digit.textContent = r.label;
     digit.classList.toggle("unsure", r.uncertain);
