@@ -5,15 +5,16 @@ calibrated (the checkpoint's temperature); the risk-coverage table (errors among
 answers given when only the most confident are answered) and the stored "not sure"
 threshold's operating point. Then junk (``digitrec.outliers``: scribbles, letters,
 symbols, blots, a dot, from this benchmark's seeds; Fashion-MNIST's test split): the
-share of each kind *flagged*, answered "not sure" or "no digit" rather than with a digit;
-and the share of real digits wrongly flagged: MNIST test, the robustness benchmark's
-real-input renders of test digits, and phone photos. Each against the reference in the
-same run: the same weights as trained, with the fixed 0.6 "not sure" they had before.
-Targets: test ECE <= 0.01; every outlier kind >= 95% flagged while <= 1% of MNIST test
-and <= 2% of the real-input renders are.
+share of each kind *flagged*, answered "not sure", "not a digit" (the detector,
+``digitrec.notdigit``) or "no digit" rather than with a digit; and the share of real
+digits wrongly flagged: MNIST test, the robustness benchmark's real-input renders of test
+digits, and phone photos (and, as junk, phone photos of Fashion-MNIST's clothes). Each
+against the reference in the same run: the same weights as trained, with the fixed 0.6
+"not sure" they had before and no detector. Targets: test ECE <= 0.01; every outlier kind
+>= 95% flagged while <= 1% of MNIST test and <= 2% of the real-input renders are.
 
     python benchmarks/trust.py [--n 500] [--renders 100] [--photos 20] [--digits 10000]
-                               [--model-path M]
+                               [--model-path M] [--misses PNG]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -37,17 +39,33 @@ from digitrec.predictor import Predictor
 from digitrec.runs import resolve_model_path
 
 PHOTO_KINDS = {"photo, small": (0.02, 0.06), "photo, framed": (0.06, 0.7)}
+SOMETHING_ELSE = "photo of something else"
 
 
-def flagged(predictor: Predictor, pre, labels=None) -> tuple[float, float | None]:
-    """The share answered without a digit (blank, or "not sure"), and for digits, the
-    share of those it reads right that it flags all the same."""
+def flagged(predictor: Predictor, pre, labels=None) -> tuple[np.ndarray, float, float | None]:
+    """Which are answered without a digit (blank, "not sure" or "not a digit"), the share
+    answered "not a digit", and for digits, the share of those the digit model reads right
+    that are flagged all the same."""
     preds = predictor.predict_preprocessed(pre)
     out = np.array([p.blank or p.uncertain for p in preds])
+    junk = float(np.mean([p.not_a_digit for p in preds]))
     if labels is None:
-        return float(out.mean()), None
-    right = np.array([p.digit == y for p, y in zip(preds, labels, strict=True)])
-    return float(out.mean()), float(out[right].mean())
+        return out, junk, None
+    right = np.array([int(np.argmax(p.probabilities)) == y and not p.blank
+                      for p, y in zip(preds, labels, strict=True)])  # fmt: skip
+    return out, junk, float(out[right].mean())
+
+
+def save_misses(misses: dict[str, list[np.ndarray]], path: str, per_row: int = 20) -> None:
+    """A row per kind of junk: the 28x28s answered with a digit (up to ``per_row``), 3x."""
+    grid = np.zeros((30 * len(misses), 30 * per_row), np.float32)
+    for r, images in enumerate(misses.values()):
+        for c, img in enumerate(images[:per_row]):
+            grid[30 * r + 1 : 30 * r + 29, 30 * c + 1 : 30 * c + 29] = img
+    Image.fromarray((grid * 255).astype(np.uint8)).resize(
+        (grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST
+    ).save(path)
+    print(f"\nwrote {path}: rows {', '.join(misses)}")
 
 
 def calibration_table(
@@ -86,15 +104,19 @@ def main() -> None:
     ap.add_argument("--digits", type=int, default=10000, help="MNIST test digits to flag")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-path")
+    ap.add_argument("--misses", metavar="PNG", help="save the junk answered with a digit here")
     args = ap.parse_args()
 
     path, source = resolve_model_path(args.model_path, None)
     model, meta = load_model(path)
     now = Predictor.load(path, backend="torch")
-    before = Predictor(model, {k: v for k, v in meta.items() if k != "calibration"}, source)
+    before = Predictor(model, {k: v for k, v in meta.items() if k != "calibration"}, source,
+                       not_digit=False)  # fmt: skip
+    detector = now.not_digit_detector()
     print(f"model {now.name} ({source}): temperature {now.temperature:.4f}, 'not sure' below "
-          f"{now.uncertain_below:.4f}; reference: the same weights, T = 1, 'not sure' below "
-          f"{UNCERTAIN_BELOW}\n")  # fmt: skip
+          f"{now.uncertain_below:.4f}, 'not a digit' detector "
+          f"{detector.path.name if detector and detector.path else 'none'}; reference: the same "
+          f"weights, T = 1, 'not sure' below {UNCERTAIN_BELOW}, no detector\n")  # fmt: skip
 
     mnist, fashion = load_dataset("mnist"), load_dataset("fashion-mnist")
     x, y = to_float(mnist.test_images), mnist.test_labels
@@ -102,16 +124,21 @@ def main() -> None:
     conf = F.softmax(logits / now.temperature, 1).max(1).values.numpy()
     coverage_table(conf, correct, now.uncertain_below)
 
-    print(f"\n{'flagged (not sure, no digit)':<28} {'calibrated':>10} {'reference':>10}   "
+    print(f"\n{'flagged (not sure, no digit,':<28} {'now':>10} {'of which':>12} {'reference':>10}"
+          f"\n{' not a digit)':<28} {'':>10} {'not a digit':>12} {'':>10}   "
           "(digits: of those read right)")  # fmt: skip
     rows: dict[str, float] = {}
+    misses: dict[str, list[np.ndarray]] = {}
 
     def row(name: str, images, labels=None) -> None:
         pre = Predictor.prepare(images)
-        (a, a_right), (b, b_right) = flagged(now, pre, labels), flagged(before, pre, labels)
-        rows[name] = a
+        out, junk, a_right = flagged(now, pre, labels)
+        b, _, b_right = flagged(before, pre, labels)
+        rows[name] = a = float(out.mean())
+        if labels is None:
+            misses[name] = [p.image for p, o in zip(pre, out, strict=True) if not o]
         right = "" if a_right is None else f"   ({a_right:.1%} / {b_right:.1%})"
-        print(f"{name:<28} {a:>10.1%} {b:>10.1%}{right}", flush=True)
+        print(f"{name:<28} {a:>10.1%} {junk:>12.1%} {b.mean():>10.1%}{right}", flush=True)
 
     for i, (kind, render) in enumerate(outliers.KINDS.items()):
         rng = np.random.default_rng([args.seed, 1000 + i])
@@ -131,10 +158,17 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, 4000 + j])
         photos = [variants.phone_photo(d, rng, share) for d in digits[: args.photos]]
         row(kind, photos, mnist.test_labels[idx[: args.photos]].numpy())
+    if args.photos:  # Fashion-MNIST's clothes photographed on paper as the digits are
+        rng = np.random.default_rng([args.seed, 5000])
+        things = fashion.test_images[-args.photos :].numpy()
+        row(SOMETHING_ELSE, [variants.phone_photo(t, rng) for t in things])
 
-    junk = min(v for k, v in rows.items() if k in outliers.KINDS or k.startswith("Fashion"))
+    junk = min(v for k, v in rows.items() if k in outliers.KINDS or k.startswith("Fashion")
+               or k == SOMETHING_ELSE)  # fmt: skip
     real = rows[next(k for k in rows if k.startswith("real"))]
     ece = calibration_bins(conf, correct)[0]
+    if args.misses:
+        save_misses(misses, args.misses)
     print("\ntargets:")
     for text, value, ok in (
         ("test ECE <= 0.01", ece, ece <= 0.01),
