@@ -235,8 +235,10 @@ def train_notdigit_model(
     n_fashion = min(junk * len(outliers.KINDS), len(fashion) - FASHION_VAL)
     xd, kinds = examples(images[pick], fashion[:n_fashion], junk, TRAIN_SEEDS, seed, skip, workers)
     xj = np.concatenate(list(kinds.values()))
-    vd, vkinds = examples(images[val_idx.numpy()], fashion[-FASHION_VAL:], max(1, junk // 5),
-                          VAL_SEEDS, seed, "", workers)  # fmt: skip
+    # Validation a sixth the size of training, at most the whole split: 5,000 by default.
+    val = val_idx.numpy()[: max(1, digits // 6)]
+    vf = fashion[-FASHION_VAL:][: max(1, n_fashion // 4)]
+    vd, vkinds = examples(images[val], vf, max(1, junk // 5), VAL_SEEDS, seed, "", workers)
     log(f"{len(xd)} digits and {len(xj)} junk images to train on, {len(vd)} validation "
         f"digits, in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     torch.manual_seed(seed)
