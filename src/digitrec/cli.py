@@ -277,15 +277,9 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
         "so it can tell a whole digit from half a digit or two. Written beside the model as "
         "NAME.reader.safetensors, where `read`, the API and the apps find it.",
     )
-    p.add_argument("--model-path", help="the digit model (default: the usual resolution)")
-    p.add_argument("--out", help="where to write it (default: NAME.reader.safetensors beside)")
     p.add_argument("--numbers", type=int, default=16000, help="training numbers composed")
     p.add_argument("--epochs", type=float, default=1.2, help="passes over crops and digits")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="replace an existing reading model")
-    p.add_argument("--runs-dir")
-    p.add_argument("--device", default="auto")
-    _data_args(p, dataset=False)
+    _companion_args(p, "reader", "reading model")
     p = sub.add_parser(
         "train-lines",
         help="train the line model that reads touching digits whole",
@@ -294,17 +288,10 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
         "training-split digits. Written beside the digit model as NAME.lines.safetensors, "
         "where `read`, the API and the apps find it (else they use the shipped one).",
     )
-    p.add_argument("--model-path", help="the digit model it goes beside (default: the usual "
-                   "resolution)")  # fmt: skip
-    p.add_argument("--out", help="where to write it (default: NAME.lines.safetensors beside)")
     p.add_argument("--lines", type=int, default=120_000, help="training lines composed")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the lines")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes composing lines")
-    p.add_argument("--force", action="store_true", help="replace an existing line model")
-    p.add_argument("--runs-dir")
-    p.add_argument("--device", default="auto")
-    _data_args(p, dataset=False)
+    _companion_args(p, "lines", "line model")
     p = sub.add_parser(
         "train-notdigit",
         help="train the detector that answers 'not a digit' for junk",
@@ -314,17 +301,22 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
         "Written beside the digit model as NAME.notdigit.safetensors, where `predict`, the "
         "API and the apps find it (else they use the shipped one).",
     )
-    p.add_argument("--model-path", help="the digit model it goes beside (default: the usual "
-                   "resolution)")  # fmt: skip
-    p.add_argument("--out", help="where to write it (default: NAME.notdigit.safetensors beside)")
     p.add_argument("--digits", type=int, default=30000, help="training-split digits")
     p.add_argument("--junk", type=int, default=4000, help="renders of each kind of junk")
     p.add_argument("--skip", metavar="KIND", help="leave one kind of junk (scribble, letter, "
                    "...) out of training: to measure it on a kind never seen")  # fmt: skip
     p.add_argument("--epochs", type=float, default=8.0, help="passes over the examples")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes drawing the examples")
-    p.add_argument("--force", action="store_true", help="replace an existing detector")
+    _companion_args(p, "notdigit", "detector")
+
+
+def _companion_args(p: argparse.ArgumentParser, kind: str, what: str) -> None:
+    """The flags of every command that trains a model to go beside a digit model."""
+    p.add_argument("--model-path", help="the digit model it is for (default: the usual "
+                   "resolution)")  # fmt: skip
+    p.add_argument("--out", help=f"where to write it (default: NAME.{kind}.safetensors beside)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help=f"replace an existing {what}")
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="auto")
     _data_args(p, dataset=False)

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import nn
 
@@ -34,6 +33,7 @@ from digitrec.checkpoint import load_model, save_model
 from digitrec.compose import pen_strokes, to_u8
 from digitrec.data import load_dataset, split_indices
 from digitrec.errors import CheckpointError, DigitrecError
+from digitrec.fit import fit_classifier
 from digitrec.models import build_model, inference_module, resolve_device
 from digitrec.preprocess import preprocess
 from digitrec.recipes import TrainConfig
@@ -278,30 +278,9 @@ def train_notdigit_model(
 
 
 def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: float, seed: int, log) -> float:
-    """AdamW with a one-cycle learning rate; every batch moved, turned and roughened as
-    the digit models' training batches are, junk and digits alike. Returns the seconds."""
-    device = next(model.parameters()).device
-    xs, ys = torch.from_numpy(x)[:, None], torch.from_numpy(y)
-    g = torch.Generator().manual_seed(seed)
+    """Every batch moved, turned and roughened as the digit models' training batches are,
+    junk and digits alike. Returns the seconds it took."""
     aug = Augment()
-    steps = max(1, int(epochs * len(xs) / BATCH))
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps, pct_start=0.15)
-    model.train()
-    t0, step = time.perf_counter(), 0
-    while step < steps:
-        for idx in torch.randperm(len(xs), generator=g).split(BATCH):
-            if step == steps:
-                break
-            batch = augment_batch(xs[idx], aug, g).to(device)
-            loss = F.cross_entropy(model(batch), ys[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 200 == 0 or step == steps:
-                log(f"step {step}/{steps}  loss {loss.item():.3f}  "
-                    f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-    model.eval()
-    return time.perf_counter() - t0
+    return fit_classifier(model, torch.from_numpy(x)[:, None], torch.from_numpy(y),
+                          lambda xb, g: augment_batch(xb, aug, g), epochs, seed, BATCH, LR,
+                          warmup=0.15, log=log)  # fmt: skip

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from digitrec.checkpoint import load_model, save_model
 from digitrec.compose import Number, compose
 from digitrec.data import load_dataset, split_indices
 from digitrec.errors import DigitrecError
+from digitrec.fit import fit_classifier
 from digitrec.models import batched_logits, resolve_device
 from digitrec.preprocess import ink_map
 from digitrec.preprocess.segment import find_lines
@@ -176,32 +176,14 @@ def _fine_tune(
 ) -> float:
     """A few passes at a low, one-cycle learning rate; each batch shifted by up to 2 px so
     that where a crop sits in its frame is no cue. Returns the seconds it took."""
-    device = next(model.parameters()).device
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    g = torch.Generator().manual_seed(seed)
+
+    def shifted(xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        dy, dx = torch.randint(-2, 3, (2,), generator=g).tolist()
+        return torch.roll(xb.float().div(255).unsqueeze(1), (dy, dx), (2, 3))
+
     torch.manual_seed(seed)
-    steps = max(1, int(epochs * len(xs) / BATCH))
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps, pct_start=0.1)
-    model.train()
-    t0, step = time.perf_counter(), 0
-    while step < steps:
-        for idx in torch.randperm(len(xs), generator=g).split(BATCH):
-            if step == steps:
-                break
-            dy, dx = torch.randint(-2, 3, (2,), generator=g).tolist()
-            batch = torch.roll(xs[idx].to(device).float().div(255).unsqueeze(1), (dy, dx), (2, 3))
-            loss = F.cross_entropy(model(batch), ys[idx].to(device), label_smoothing=0.05)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 200 == 0 or step == steps:
-                log(f"step {step}/{steps}  loss {loss.item():.3f}  "
-                    f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-    model.eval()
-    return time.perf_counter() - t0
+    return fit_classifier(model, torch.from_numpy(x), torch.from_numpy(y), shifted, epochs,
+                          seed, BATCH, LR, warmup=0.1, label_smoothing=0.05, log=log)  # fmt: skip
 
 
 def _logits(model: nn.Module, x: np.ndarray) -> torch.Tensor:
