@@ -3,12 +3,13 @@
 A digit model answers every input with some digit, often sure of it: a scribble reads as
 an 8, a letter A as a 4. The detector sees the same 28x28 the digit model sees and says
 whether it is a digit at all. It is trained with outlier exposure: digits of the training
-split (as scanned, and drawn on the pad or on paper) against junk (``digitrec.outliers``:
-scribbles, letters, symbols, blots, dots, from seeds of its own; Fashion-MNIST's training
-images) shown the same ways, each through the preprocessing pipeline. Its threshold is
-chosen on the validation split: the score only ``FALSE_ALARMS`` of validation digits
-exceed. It does not depend on the digit model, so one detector serves them all: saved as
-``NAME.notdigit.safetensors`` beside a digit model, else the shipped one is used.
+split (as scanned, and redrawn and shown as people hand them over, ``presented``) against
+junk (``digitrec.outliers``: scribbles, letters, symbols, blots, dots, from seeds of its
+own; Fashion-MNIST's training images), each through the preprocessing pipeline. Its
+threshold is chosen on the validation split: the score only ``FALSE_ALARMS`` of
+validation digits exceed. It does not depend on the digit model, so one detector serves
+them all: saved as ``NAME.notdigit.safetensors`` beside a digit model, else the shipped
+one is used.
 """
 
 from __future__ import annotations
