@@ -22,15 +22,17 @@ from digitrec.train import use_bfloat16
 pytestmark = pytest.mark.slow  # trains, or runs the CLI, a server or a browser
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command(capsys):
     r = run_cli("--help")
     assert r.returncode == 0
-    from digitrec.cli import COMMANDS
+    from digitrec.cli import COMMANDS, build_parser
 
-    for cmd in COMMANDS:  # every command, listed and with its own help
+    for cmd in COMMANDS:  # every command, listed and with its own help (parsed in-process)
         assert re.search(rf"^    {cmd}\s", r.stdout, re.M), cmd  # a long name wraps its help
-        sub = run_cli(cmd, "--help")
-        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: digitrec {cmd}"), cmd
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and out.startswith(f"usage: digitrec {cmd}"), cmd
     r = run_cli("train", "--help")
     assert "--recipe" in r.stdout and "--resume" in r.stdout
 
@@ -233,7 +235,11 @@ def test_a_folder_of_runs_is_not_taken_for_a_run(trained_run, tmp_path):
     )
 
 
-def test_user_errors_are_one_line_not_tracebacks(tmp_path):
+def test_user_errors_are_one_line_not_tracebacks(tmp_path, capsys):
+    """Run in-process through the CLI's own main (what `python -m digitrec` calls): the
+    first case also as a process, which exits with the same code and line."""
+    from digitrec.cli import main
+
     runs = str(tmp_path / "runs")
     cases = [
         (("evaluate", "no-such-run"), "No run 'no-such-run': no config.json in"),
@@ -257,11 +263,14 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path):
         (("data", "verify", "--dataset", "cifar"), "Unknown dataset 'cifar'; choose one of"),
     ]  # fmt: skip
     for args, says in cases:
-        r = run_cli(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, (args, r.stderr)
-        assert says in r.stderr, (args, r.stderr)
+        code, err = main(list(args)), capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
+        assert says in err, (args, err)
     assert not (tmp_path / "runs").exists()  # a refused run leaves no directory behind
+    r = run_cli(*cases[0][0])
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    assert cases[0][1] in r.stderr
 
 
 def test_export_and_every_backend_from_the_command_line(trained_run, mnist, tmp_path):

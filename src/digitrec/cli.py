@@ -601,21 +601,25 @@ def cmd_predict(args) -> int:
                                results, args.json):  # fmt: skip
         top3 = [{"label": predictor.classes[d], "probability": p} for d, p in pred.top(3)]
         results.append({"file": path, **pred.to_dict(), "top3": top3})
-        if args.json and not (pred.blank or pred.not_a_digit):
-            results[-1]["read"] = read(predictor, path).text
+        text = "" if pred.blank else read(predictor, path).text
+        if args.json and not pred.blank:
+            results[-1]["read"] = text
         if args.json:
             continue
+        number = text.replace("\n", "")
         if pred.blank:
             print(f"{path}: no digit found (the image is blank or nearly blank)")
-        elif pred.not_a_digit:
+        elif pred.not_a_digit and len(number) <= 1:
             print(f"{path}: not a digit (it looks like none of 0-9: a scribble, a letter, ...)")
+        elif pred.not_a_digit:  # a number squeezed into one digit's box is no digit
+            print(f"{path}: not one digit")
         else:
             top = ", ".join(f"{predictor.classes[d]} {p:.1%}" for d, p in pred.top(3))
             flag = f"  (not sure: {pred.candidates(predictor.classes)})" if pred.uncertain else ""
             print(f"{path}: {pred.label}  top-3: {top}{flag}")
-            if len(number := read(predictor, path).text.replace("\n", "")) > 1:
-                print(f"  this image holds more than one digit ({number!r}): "
-                      f"`digitrec read {path}` reads them all")  # fmt: skip
+        if len(number) > 1:
+            print(f"  this image holds more than one digit ({number!r}): "
+                  f"`digitrec read {path}` reads them all")  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if any("error" in r for r in results) else 0
