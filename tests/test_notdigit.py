@@ -11,6 +11,7 @@ import torch
 from conftest import encode, run_cli
 from digitrec import outliers
 from digitrec.checkpoint import read_meta
+from digitrec.errors import CheckpointError
 from digitrec.models import build_model
 from digitrec.notdigit import NotDigit
 from digitrec.predictor import Predictor
@@ -87,6 +88,14 @@ def test_a_detector_beside_the_model_is_used_before_the_shipped_one(tmp_path):
 def test_a_checkpoint_without_a_threshold_is_not_a_detector(tmp_path):
     with pytest.raises(Exception, match="not a 'not a digit' detector"):
         NotDigit.load(shipped_model_path())
+
+
+def test_a_damaged_detector_is_refused_when_the_model_loads_not_at_each_answer(tmp_path):
+    base = tmp_path / "m.safetensors"
+    shutil.copy(shipped_model_path(), base)
+    (tmp_path / "m.notdigit.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"m\.notdigit\.safetensors is not a readable"):
+        Predictor.load(base, backend="torch")
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from torch import nn
 from digitrec.augment import tta_matrices, tta_probabilities
 from digitrec.calibration import UNCERTAIN_BELOW
 from digitrec.checkpoint import load_model
+from digitrec.data import get_spec
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import OnnxModel, onnx_path_for, sha256
 from digitrec.models import LineModel, inference_module, resolve_device
@@ -30,7 +31,7 @@ from digitrec.preprocess import ImageLike, PixelBudget, Preprocessed, preprocess
 from digitrec.runs import companion_or_shipped, reading_model_path, resolve_model_path
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
-DIGITS = [str(d) for d in range(10)]
+DIGITS = list(get_spec("mnist").classes)
 # Images (or test-time views) per model call: larger ones gain little per image and cost
 # memory (docs/results.md#measured).
 MAX_BATCH = 1024
@@ -125,7 +126,7 @@ class Predictor:
         self.meta = meta
         self.source = source
         self.path = path
-        self.classes: list[str] = list(meta.get("classes", [str(d) for d in range(10)]))
+        self.classes: list[str] = list(meta.get("classes", DIGITS))
         # The model's own calibration (``digitrec calibrate``); uncalibrated: T = 1.
         calibration = meta.get("calibration") or {}
         self.temperature = float(calibration.get("temperature", 1.0))
@@ -175,8 +176,11 @@ class Predictor:
             runtime = None
         if runtime is None:
             model, meta = load_model(path, resolve_device(device))
-            return cls(model, meta, source=source, path=path, **kwargs)
-        return cls(runtime, runtime.meta, source=source, path=runtime.path, **kwargs)
+            predictor = cls(model, meta, source=source, path=path, **kwargs)
+        else:
+            predictor = cls(runtime, runtime.meta, source=source, path=runtime.path, **kwargs)
+        predictor.not_digit_detector()  # a damaged one fails here, clearly, not per request
+        return predictor
 
     def reading_model(self) -> Predictor:
         """The model that reads whole numbers (``digitrec.reading``): this one's reading
