@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,16 @@ from digitrec.models import build_model
 from digitrec.predictor import Predictor
 from digitrec.recipes import make_config
 from digitrec.train import TrainResult, train
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """digitrec's home (the corrections store, the model registry) in a temp dir: the
+    tests never read or write the user's, and the processes they start inherit it."""
+    home = tmp_path_factory.mktemp("digitrec-home")
+    os.environ["DIGITREC_HOME"] = str(home)
+    os.environ.pop("DIGITREC_FEEDBACK_URL", None)
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +162,54 @@ def compose(glyphs, lines: list[str], scale: int = 3, gap: int = 6):
         y += c.shape[0] + 12
     img = Image.fromarray(255 - page).resize((width * scale, page.shape[0] * scale))
     return img, [tuple(v * scale for v in b) for b in all_boxes]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of the test's own (initdb and pg_ctl in a temp dir, as an
+    unprivileged user when the tests run as root: PostgreSQL refuses root), its URL."""
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = shutil.which("initdb") or (debian[-1] if debian else None)
+    if initdb is None:
+        missing_system_package("PostgreSQL (Debian package postgresql)")
+    bin_dir = Path(initdb).resolve().parent
+    # Not under pytest's temp dir: its parents are private to root, the server's user
+    # could not reach them.
+    root = Path(tempfile.mkdtemp(prefix="digitrec-postgres-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = "postgres" if _has_user("postgres") else "nobody"
+        os.chmod(root, 0o777)
+        as_user = ["runuser", "-u", user, "--"]
+    data, port = root / "data", free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, cwd=root)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "digitrec", "-A", "trust", "--no-sync")
+    options = f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off"
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-w"]
+    run(*pg_ctl, "-o", options, "-l", str(root / "log"), "start")
+    try:
+        yield f"postgresql://digitrec@127.0.0.1:{port}/postgres"
+    finally:
+        run(*pg_ctl, "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> str:
+    """A new, empty database on the test server, its URL."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

@@ -3,7 +3,7 @@
 # Needs root (CI runs as root). Elsewhere it prints what to install and carries on:
 # the tests that need a missing package say so and are skipped.
 set -euo pipefail
-packages=(dataset-fashion-mnist chromium xvfb xdotool x11-utils)
+packages=(dataset-fashion-mnist chromium xvfb xdotool x11-utils postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

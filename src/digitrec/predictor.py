@@ -8,6 +8,7 @@ pipeline and the model on a batch.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -225,6 +226,12 @@ class Predictor:
     @property
     def name(self) -> str:
         return str(self.meta.get("model", "?"))
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The model's id: the SHA-256 of its checkpoint (for an ONNX export, of the
+        checkpoint it was exported from, which its metadata records)."""
+        return str(self.meta.get("checkpoint_sha256") or (sha256(self.path) if self.path else ""))
 
     def probabilities(self, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Class probabilities for a (N, 1, 28, 28) float batch already in model form.

@@ -22,6 +22,7 @@ from digitrec.preprocess.decode import (  # noqa: F401
     FORMAT_NAMES,
     FORMATS,
     IMAGE_SUFFIXES,
+    MAX_IMAGE_BYTES,
     MAX_PIXELS,
     PIL_FORMATS,
     Format,

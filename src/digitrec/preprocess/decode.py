@@ -19,6 +19,7 @@ from PIL import ExifTags, Image, ImageChops, ImageOps, UnidentifiedImageError
 from digitrec.errors import ImageError, ImageTooLarge
 
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # an image file digitrec takes in (upload, correction)
 
 
 ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray

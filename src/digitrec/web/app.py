@@ -22,9 +22,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 import digitrec
+from digitrec.feedback import FeedbackStore
 from digitrec.predictor import Predictor
 from digitrec.web.coalescer import Coalescer
 from digitrec.web.middleware import ErrorsAnsweredAsJSON
+from digitrec.web.recent import Recent
 from digitrec.web.routes import STATIC, router
 from digitrec.web.settings import (
     BACKEND_ENV,
@@ -41,8 +43,10 @@ def create_app(
     predictor: Predictor | None = None,
     model_path: str | None = None,
     limits: Limits | None = None,
+    feedback_url: str | None = None,
 ) -> FastAPI:
-    """The app. Without a predictor it loads one at start-up by the usual resolution order."""
+    """The app. Without a predictor it loads one at start-up by the usual resolution order;
+    corrections go to ``feedback_url`` (default: ``digitrec.feedback``'s resolution)."""
     limits = limits or limits_from_env()
 
     @asynccontextmanager
@@ -56,6 +60,7 @@ def create_app(
             # `digitrec serve` resolved the model before starting workers; say from where.
             p.source = os.environ.get(SOURCE_ENV, p.source)
             app.state.predictor = p
+        app.state.predictor.sha256  # read once here, not by the first answer  # noqa: B018
         yield
 
     # FastAPI's own /docs loads Swagger UI from a CDN: a blank page offline.
@@ -68,6 +73,8 @@ def create_app(
     app.state.predictor = predictor
     app.state.limits = limits
     app.state.coalescer = Coalescer(limits.max_batch, threads=env_int(THREADS_ENV, cores()))
+    app.state.recent = Recent()
+    app.state.feedback = FeedbackStore(feedback_url)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(ErrorsAnsweredAsJSON)

@@ -145,3 +145,57 @@ async def items_from(request: Request, batch: bool, limits: Limits) -> list[byte
         else ("multipart/form-data, image/png, image/jpeg, ... or application/json")
     )
     raise BadRequest(415, f"content type {ctype or '(none)'} is not accepted; send {accepted}")
+
+
+def label_from(value: Any) -> int:
+    """The digit a correction says the image is: 0-9, as a JSON number or form text."""
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        n = float("nan")
+    if value is None or isinstance(value, bool) or not (n.is_integer() and 0 <= n <= 9):
+        raise BadRequest(422, f'"label" {value!r}: give the digit the image is, 0 to 9')
+    return int(n)
+
+
+async def correction_from(
+    request: Request, limits: Limits
+) -> tuple[int, str | None, bytes | np.ndarray | None]:
+    """A correction: its label and either the ``prediction_id`` of an answer or the image,
+    in any form /api/predict reads (JSON fields, form fields, or for a raw image body the
+    query's ``?label=``)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fields: dict[str, Any] = dict(request.query_params)
+    item: bytes | np.ndarray | None = None
+    if ctype == "multipart/form-data":
+        form = await read_form(request, limits)
+        try:
+            fields |= {k: v for k, v in form.items() if isinstance(v, str)}
+            if hasattr(upload := form.get("file"), "read"):
+                item = await upload.read()  # type: ignore[union-attr]
+        finally:
+            await form.close()
+    else:
+        body = await read_body(request, limits.max_body_bytes)
+        if ctype == "application/json":
+            data = parse_json(body)
+            if not isinstance(data, dict):
+                raise BadRequest(422, 'send {"label": 0-9, "prediction_id": ...} or an image')
+            fields |= data
+            item = json_item(data, "the body") if {"image", "pixels"} & data.keys() else None
+        elif ctype.startswith("image/"):
+            item = body
+        elif body:
+            raise BadRequest(
+                415,
+                f"content type {ctype or '(none)'} is not accepted; send "
+                "application/json, multipart/form-data or image/...",
+            )
+    pid = fields.get("prediction_id")
+    if item is None and not pid:
+        raise BadRequest(
+            422, 'send "prediction_id" (from an /api/predict answer) or the image, with "label"'
+        )
+    if pid is not None and not isinstance(pid, str):
+        raise BadRequest(422, '"prediction_id" must be the string an /api/predict answer gave')
+    return label_from(fields.get("label")), pid, item

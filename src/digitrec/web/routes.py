@@ -14,16 +14,28 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 
 from digitrec.errors import CheckpointError, ImageError, ImageTooLarge
+from digitrec.feedback import Correction, FeedbackError, FeedbackStore
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import PixelBudget
 from digitrec.reading import read
-from digitrec.web.bodies import BadRequest, items_from
+from digitrec.web.bodies import BadRequest, correction_from, items_from
 from digitrec.web.coalescer import Coalescer
-from digitrec.web.schema import ERRORS, BatchBody, PredictionBody, ReadingBody, request_body
+from digitrec.web.recent import KEEP_SECONDS, Recent
+from digitrec.web.schema import (
+    ERRORS,
+    BatchBody,
+    FeedbackBody,
+    PredictionBody,
+    ReadingBody,
+    error_doc,
+    feedback_body,
+    request_body,
+)
 from digitrec.web.settings import READY_WITHIN, Limits
 
 STATIC = resources.files("digitrec.web") / "static"
@@ -44,10 +56,20 @@ async def current_coalescer(request: Request) -> Coalescer:
     return request.app.state.coalescer
 
 
+async def current_recent(request: Request) -> Recent:
+    return request.app.state.recent
+
+
+async def current_store(request: Request) -> FeedbackStore:
+    return request.app.state.feedback
+
+
 # Dependencies as async functions: FastAPI runs plain ones in a thread, a hop per request.
 PredictorDep = Annotated[Predictor, Depends(current_predictor)]
 LimitsDep = Annotated[Limits, Depends(current_limits)]
 CoalescerDep = Annotated[Coalescer, Depends(current_coalescer)]
+RecentDep = Annotated[Recent, Depends(current_recent)]
+StoreDep = Annotated[FeedbackStore, Depends(current_store)]
 
 router = APIRouter()
 
@@ -66,8 +88,9 @@ def model_version(p: Predictor) -> str:
     return run if epoch is None else f"{run}@{epoch}"
 
 
-def answer(pred: Prediction, p: Predictor, started: float) -> dict[str, Any]:
+def answer(pred: Prediction, p: Predictor, started: float, prediction_id: str) -> dict[str, Any]:
     return {
+        "prediction_id": prediction_id,
         **pred.to_dict(),
         "image": png_base64(pred.image),
         "model": {"name": p.name, "version": model_version(p)},
@@ -102,7 +125,7 @@ async def predictions(
     openapi_extra=request_body(batch=False),
 )
 async def predict(
-    request: Request, p: PredictorDep, limits: LimitsDep, coalescer: CoalescerDep
+    request: Request, p: PredictorDep, limits: LimitsDep, coalescer: CoalescerDep, recent: RecentDep
 ) -> JSONResponse:
     """Send a multipart upload (field `file`), a raw image body (`image/png`,
     `image/jpeg`, ...), or JSON `{"image": "<base64 or data URL>"}` or
@@ -110,8 +133,9 @@ async def predict(
     started = time.perf_counter()
     items = await items_from(request, batch=False, limits=limits)
     [pred] = await predictions(items, p, limits, coalescer)
+    pid = recent.remember(items[0], pred, p.sha256)
     # Our dicts are JSON already: a Response skips FastAPI's jsonable_encoder's second walk.
-    return JSONResponse(answer(pred, p, started))
+    return JSONResponse(answer(pred, p, started, pid))
 
 
 @router.post(
@@ -122,13 +146,15 @@ async def predict(
     openapi_extra=request_body(batch=True),
 )
 async def predict_batch(
-    request: Request, p: PredictorDep, limits: LimitsDep, coalescer: CoalescerDep
+    request: Request, p: PredictorDep, limits: LimitsDep, coalescer: CoalescerDep, recent: RecentDep
 ) -> JSONResponse:
     """Multipart (fields `files`) or JSON `{"images": [{"image": ...}, {"pixels": ...}]}`."""
     started = time.perf_counter()
     items = await items_from(request, batch=True, limits=limits)
     preds = await predictions(items, p, limits, coalescer)
-    return JSONResponse({"predictions": [answer(pr, p, started) for pr in preds]})
+    ids = [recent.remember(item, pr, p.sha256) for item, pr in zip(items, preds, strict=True)]
+    answers = [answer(pr, p, started, pid) for pr, pid in zip(preds, ids, strict=True)]
+    return JSONResponse({"predictions": answers})
 
 
 @router.post(
@@ -157,6 +183,52 @@ async def read_number(
         "model": {"name": p.name, "version": model_version(p)},
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
     })  # fmt: skip
+
+
+@router.post(
+    "/api/feedback",
+    summary="Correct an answer (or confirm it)",
+    response_model=None,
+    responses={
+        200: {"model": FeedbackBody, "description": "The stored correction"},
+        **ERRORS,
+        404: error_doc("No recent answer with that prediction_id"),
+    },
+    openapi_extra=feedback_body(),
+)
+async def feedback(
+    request: Request,
+    p: PredictorDep,
+    limits: LimitsDep,
+    coalescer: CoalescerDep,
+    recent: RecentDep,
+    store: StoreDep,
+) -> JSONResponse:
+    """The digit an image really is (`label`, 0-9), for an answer this server gave
+    (`prediction_id`, from `/api/predict`) or for an image sent as to `/api/predict`.
+    Kept in the corrections store that `digitrec learn` learns from."""
+    label, pid, item = await correction_from(request, limits)
+    if item is None:
+        seen = recent.get(pid or "")
+        if seen is None:
+            raise BadRequest(
+                404,
+                f"no recent answer {pid!r}: answers are remembered for "
+                f"{KEEP_SECONDS / 60:g} minutes by the server process that "
+                "gave them; send the image with the label",
+            )
+        original, pred, sha = seen.original, seen.prediction, seen.model_sha256
+    else:
+        [pred] = await predictions([item], p, limits, coalescer)
+        original, sha = (item if isinstance(item, bytes) else None), p.sha256
+    if pred.blank:
+        raise BadRequest(422, "the image holds no digit: there is nothing to correct")
+    record = Correction(label, pred.image, pred.digit, pred.probabilities, sha, "web", original)
+    try:
+        record_id, new = await run_in_threadpool(store.add, record)
+    except FeedbackError as exc:
+        raise BadRequest(503, f"the correction cannot be stored now: {exc}") from None
+    return JSONResponse({"id": record_id, "new": new, "label": label, "predicted": pred.digit})
 
 
 @router.get("/api/model", summary="The loaded model", responses={503: ERRORS[503]})

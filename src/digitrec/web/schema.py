@@ -25,6 +25,9 @@ class ModelRef(BaseModel):
 
 
 class PredictionBody(BaseModel):
+    prediction_id: str = Field(
+        description="Names this answer for POST /api/feedback (remembered for 10 minutes)"
+    )
     digit: int | None = Field(
         description="0-9, or null when the image holds no digit (blank, or not a digit)"
     )
@@ -75,28 +78,36 @@ class ReadingBody(BaseModel):
     latency_ms: float = Field(description="Server-side time for this request")
 
 
+class FeedbackBody(BaseModel):
+    id: int = Field(description="The record's number in the corrections store")
+    new: bool = Field(description="False when this image was stored before: its label updated")
+    label: int = Field(description="The digit the image is, as sent")
+    predicted: int | None = Field(description="What the model had answered (null: no digit)")
+
+
 class BatchBody(BaseModel):
     predictions: list[PredictionBody] = Field(description="In the order the images were sent")
 
 
-def _error(description: str) -> dict[str, Any]:
+def error_doc(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    413: _error(
+    413: error_doc(
         "The body is over the byte limit, an image over the pixel limit, or the request's "
         "images together over its budget of decoded pixels"
     ),
-    415: _error("A content type the endpoint does not read"),
-    422: _error(
+    415: error_doc("A content type the endpoint does not read"),
+    422: error_doc(
         f"Not a readable image ({FORMAT_NAMES} are read), bad base64 or JSON, or pixels of "
         "the wrong count/range"
     ),
-    500: _error("A failure of digitrec itself (a bug): logged; the connection stays usable"),
-    503: _error(
+    500: error_doc("A failure of digitrec itself (a bug): logged; the connection stays usable"),
+    503: error_doc(
         "The model is still loading (or, for /api/read, a model that reads numbers is missing "
-        "or damaged: the reason is given)"
+        "or damaged; for /api/feedback, the corrections store cannot be reached: the reason "
+        "is given)"
     ),
 }
 
@@ -139,4 +150,34 @@ def request_body(batch: bool) -> dict[str, Any]:
         for f in FORMATS:
             content[f.mime] = {"schema": _BINARY}
         content["application/json"] = {"schema": _IMAGE_JSON}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def feedback_body() -> dict[str, Any]:
+    """The ``requestBody`` of /api/feedback: a label with an answer's id, or with the image
+    in any of /api/predict's forms (a raw image body takes the label as ``?label=``)."""
+    label = {"type": "integer", "minimum": 0, "maximum": 9, "description": "The digit it is"}
+    pid = {"type": "string", "description": "From an /api/predict answer"}
+    by_id = {
+        "type": "object",
+        "properties": {"label": label, "prediction_id": pid},
+        "required": ["label", "prediction_id"],
+    }
+    with_image = [
+        {
+            "type": "object",
+            "properties": {"label": label, **form["properties"]},
+            "required": ["label", *form["required"]],
+        }
+        for form in _IMAGE_JSON["oneOf"]
+    ]
+    upload = {
+        "type": "object",
+        "properties": {"label": label, "file": _BINARY, "prediction_id": pid},
+        "required": ["label"],
+    }
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"oneOf": [by_id, *with_image]}},
+        "multipart/form-data": {"schema": upload},
+    }
     return {"requestBody": {"required": True, "content": content}}

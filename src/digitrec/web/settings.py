@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 
 from digitrec.errors import DigitrecError
-from digitrec.preprocess import MAX_PIXELS
+from digitrec.preprocess import MAX_IMAGE_BYTES, MAX_PIXELS
 
 SOURCE_ENV = "DIGITREC_MODEL_SOURCE"
 BACKEND_ENV = "DIGITREC_BACKEND"
@@ -19,7 +19,7 @@ SHUTDOWN_SECONDS = 5  # graceful shutdown's bound: requests take milliseconds, a
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = MAX_IMAGE_BYTES
     max_pixels: int = MAX_PIXELS  # one image
     max_request_pixels: int = 2 * MAX_PIXELS  # all of a request's images, decoded
     max_batch: int = 256
