@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import encode
+from digitrec.cli import main
 from digitrec.export import sha256
 from digitrec.feedback import Correction, FeedbackError, FeedbackStore, export, stats
 from digitrec.predictor import Predictor
@@ -270,3 +273,31 @@ def test_a_store_that_cannot_be_written_is_a_503_and_predictions_go_on(tmp_path,
         assert r.status_code == 503 and "cannot be stored now" in r.json()["detail"]
         r = client.post("/api/predict", content=four, headers={"content-type": "image/png"})
         assert r.json()["digit"] == 4
+
+
+def test_correct_then_list_stats_export_and_delete_from_the_command_line(
+    tmp_path, four, capsys, monkeypatch
+):
+    monkeypatch.setenv("DIGITREC_FEEDBACK_URL", str(tmp_path / "f.sqlite3"))
+    (tmp_path / "4.png").write_bytes(four)
+    assert main(["correct", str(tmp_path / "4.png"), "9"]) == 0
+    assert "corrected as a 9 (the model said 4 (100%)); record #1" in capsys.readouterr().out
+    assert main(["correct", str(tmp_path / "4.png"), "4"]) == 0
+    assert "confirmed as a 4" in capsys.readouterr().out
+    assert main(["feedback", "list"]) == 0
+    assert re.search(r"\n\s+1\s+\S+\s+4\s+4 \(100%\)\s+cli", capsys.readouterr().out)
+    assert main(["feedback", "stats", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["confirmations"] == 1
+    assert main(["feedback", "export", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "4" / "1.png").is_file()
+    assert main(["feedback", "delete", "1"]) == 0
+    assert main(["feedback", "delete", "1"]) == 2
+    assert "error: no correction #1 in" in capsys.readouterr().err
+    assert main(["feedback", "list"]) == 0
+    assert "no corrections in" in capsys.readouterr().out
+    (tmp_path / "empty.png").write_bytes(encode(np.full((50, 50), 255, np.uint8)))
+    assert main(["correct", str(tmp_path / "empty.png"), "3"]) == 2
+    assert "holds no digit" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["correct", str(tmp_path / "4.png"), "10"])
+    assert "'10': give the digit it is, 0 to 9" in capsys.readouterr().err

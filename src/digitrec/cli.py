@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_command(sub)
     _add_apps_commands(sub)
     _add_export_commands(sub)
+    _add_feedback_commands(sub)
     return parser
 
 
@@ -347,6 +348,46 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-check", action="store_true",
                    help="skip the parity check on the MNIST test set")  # fmt: skip
     _data_args(p, dataset=False)
+
+
+def _add_feedback_commands(sub: argparse._SubParsersAction) -> None:
+    """`correct` and `feedback list|stats|export|delete`: the corrections users make."""
+    p = sub.add_parser(
+        "correct",
+        help="say which digit an image really is (kept for `digitrec learn`)",
+        description="Predict IMAGE, then keep it with the digit it really is in the "
+        "corrections store, as the page's and the window's 'Wrong? It is a ...' do.",
+    )
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("label", type=_digit, metavar="LABEL", help="the digit it is, 0 to 9")
+    p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
+    p.add_argument("--runs-dir")
+    _feedback_arg(p)
+    _backend_arg(p)
+    fb = sub.add_parser("feedback", help="the corrections collected: list, stats, export, delete")
+    fsub = fb.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
+    for name, text in (("list", "every record, oldest first"), ("stats", "how many, of what")):
+        p = fsub.add_parser(name, help=text)
+        p.add_argument("--json", action="store_true")
+        _feedback_arg(p)
+    p = fsub.add_parser("export", help="a PNG per record in DIR/<label>/, originals, a CSV")
+    p.add_argument("out", metavar="DIR")
+    _feedback_arg(p)
+    p = fsub.add_parser("delete", help="remove records for good")
+    p.add_argument("ids", nargs="+", type=int, metavar="ID")
+    _feedback_arg(p)
+
+
+def _digit(text: str) -> int:
+    if text not in [str(d) for d in range(10)]:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the digit it is, 0 to 9")
+    return int(text)
+
+
+def _feedback_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--feedback-url", help="the corrections store: a SQLite file or "
+                   "postgresql://... (default $DIGITREC_FEEDBACK_URL, else "
+                   "feedback.sqlite3 in ~/.local/share/digitrec)")  # fmt: skip
 
 
 def _backend_arg(p: argparse.ArgumentParser) -> None:
@@ -854,6 +895,62 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_correct(args) -> int:
+    from digitrec.feedback import FeedbackStore, correction_of
+    from digitrec.predictor import Predictor
+
+    store = FeedbackStore(args.feedback_url)
+    original = _image_bytes(args.image)
+    predictor = Predictor.load(args.model_path, args.runs_dir, backend=args.backend)
+    pred = predictor.predict_one(original)
+    record_id, new = store.add(correction_of(pred, args.label, predictor.sha256, "cli", original))
+    said = "no digit" if pred.digit is None else f"{pred.digit} ({pred.confidence:.0%})"
+    verb = "confirmed" if pred.digit == args.label else "corrected"
+    again = "" if new else ", which was stored before: its label is now this one"
+    print(f"{args.image}: {verb} as a {args.label} (the model said {said}); "
+          f"record #{record_id} in {store.where}{again}")  # fmt: skip
+    return 0
+
+
+def _image_bytes(path: str) -> bytes:
+    from digitrec.preprocess import MAX_IMAGE_BYTES
+
+    p = Path(path)
+    if not p.is_file():
+        raise DigitrecError(f"{path}: no such file")
+    if (size := p.stat().st_size) > MAX_IMAGE_BYTES:
+        raise DigitrecError(
+            f"{path} is {size:,} bytes, over the {MAX_IMAGE_BYTES // 2**20} MB limit"
+        )
+    return p.read_bytes()
+
+
+def cmd_feedback(args) -> int:
+    from digitrec import feedback
+
+    store = feedback.FeedbackStore(args.feedback_url)
+    if args.feedback_command == "delete":
+        for record_id in args.ids:
+            store.delete(record_id)
+        print(f"deleted {len(args.ids)} record(s) from {store.where}")
+        return 0
+    records = store.records()
+    if args.feedback_command == "export":
+        n = feedback.export(records, Path(args.out))
+        print(f"exported {n} record(s) from {store.where} to {args.out}")
+    elif args.json:
+        summaries = [r.summary() for r in records]
+        print(json.dumps(summaries if args.feedback_command == "list" else feedback.stats(records),
+                         indent=2))  # fmt: skip
+    elif args.feedback_command == "list":
+        print(feedback.listing(records) if records else f"no corrections in {store.where}")
+    else:
+        print(f"{store.where}:")
+        for key, value in feedback.stats(records).items():
+            print(f"  {key.replace('_', ' ')}: {value}")
+    return 0
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "gui": cmd_gui,
@@ -870,6 +967,8 @@ COMMANDS = {
     "train-reader": cmd_train_reader,
     "train-lines": cmd_train_lines,
     "train-notdigit": cmd_train_notdigit,
+    "correct": cmd_correct,
+    "feedback": cmd_feedback,
 }
 
 

@@ -105,6 +105,27 @@ class Correction:
         }
 
 
+def correction_of(
+    pred: Any, label: int, model_sha256: str, source: str, original: bytes | None = None
+) -> Correction:
+    """The correction of a ``Prediction`` (what every front end stores)."""
+    if pred.blank:
+        raise FeedbackError("the image holds no digit: there is nothing to correct")
+    return Correction(
+        label, pred.image, pred.digit, pred.probabilities, model_sha256, source, original
+    )
+
+
+def listing(records: Sequence[Correction]) -> str:
+    """``digitrec feedback list``: a line per record."""
+    lines = [f"{'id':>5}  {'created':<24} {'label':>5}  {'model said':<12} {'source':<6} model"]
+    for r in records:
+        said = "no digit" if r.predicted is None else f"{r.predicted} ({max(r.probabilities):.0%})"
+        lines.append(f"{r.id:>5}  {r.created:<24} {r.label:>5}  {said:<12} {r.source:<6} "
+                     f"{r.model_sha256[:12]}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def check_label(label: Any) -> int:
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
         raise FeedbackError(f"label {label!r}: give the digit it is, 0 to 9")

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 
 from digitrec.errors import CheckpointError, ImageError, ImageTooLarge
-from digitrec.feedback import Correction, FeedbackError, FeedbackStore
+from digitrec.feedback import FeedbackError, FeedbackStore, correction_of
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import PixelBudget
 from digitrec.reading import read
@@ -221,9 +221,10 @@ async def feedback(
     else:
         [pred] = await predictions([item], p, limits, coalescer)
         original, sha = (item if isinstance(item, bytes) else None), p.sha256
-    if pred.blank:
-        raise BadRequest(422, "the image holds no digit: there is nothing to correct")
-    record = Correction(label, pred.image, pred.digit, pred.probabilities, sha, "web", original)
+    try:
+        record = correction_of(pred, label, sha, "web", original)
+    except FeedbackError as exc:
+        raise BadRequest(422, str(exc)) from None
     try:
         record_id, new = await run_in_threadpool(store.add, record)
     except FeedbackError as exc:
