@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import free_port, missing_system_package
+from digitrec.feedback import FeedbackStore
 from digitrec.runs import shipped_model_path
 from strokes import ink_runs, shape, written
 
@@ -253,6 +254,60 @@ def test_a_scribble_is_not_a_digit_and_a_digit_drawn_next_is_read(page):
     settle(page)
     assert shown(page) == "4" and page.locator("#confidence").inner_text().endswith("% sure")
     page.keyboard.press("Escape")
+
+
+def test_a_misread_one_is_corrected_on_the_page_and_kept_in_the_store(page):
+    """The European 1 with its long flag, read as a 7: "Wrong? It is a 1" keeps it, with
+    what the model said, in the store the server writes to (the tests' private home)."""
+    store = FeedbackStore()
+    page.keyboard.press("Escape")
+    assert page.locator("#feedback").is_hidden()
+    box = page.locator("#canvas").bounding_box()
+    pen(page, shape("1 or 7", box["x"], box["y"], box["width"]))
+    settle(page)
+    assert shown(page) == "7"
+    page.locator("#fbdigits button", has_text="1").click()
+    said = page.locator("#fbsaid")
+    said.filter(has_text="Thanks").wait_for()
+    assert re.fullmatch(r"Thanks: kept as a 1 \(#\d+\)\. digitrec learns from corrections\.",
+                        said.inner_text())  # fmt: skip
+    record = store.get(int(re.search(r"#(\d+)", said.inner_text())[1]))
+    assert (record.label, record.predicted, record.source) == (1, 7, "web")
+    assert record.original and record.original.startswith(b"\x89PNG")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-correction.png"), full_page=True)
+
+
+def test_a_server_that_forgot_the_answer_is_sent_the_drawing_with_the_confirmation(page):
+    """A restarted server (or another worker) no longer knows the prediction_id: the page
+    sends the drawing itself, and the answer it confirms is kept."""
+    forgotten: list[str] = []
+
+    def forget(route):
+        if route.request.headers.get("content-type", "").startswith("application/json"):
+            forgotten.append(route.request.post_data or "")
+            route.fulfill(status=404, json={"detail": "no recent answer"})
+        else:
+            route.continue_()
+
+    page.keyboard.press("Escape")
+    box = page.locator("#canvas").bounding_box()
+    write(page, "4", box["x"] + 0.3 * box["width"], box["y"] + 0.15 * box["height"],
+          0.6 * box["height"])  # fmt: skip
+    settle(page)
+    assert shown(page) == "4"
+    page.route("**/api/feedback", forget)
+    try:
+        page.locator("#fbright").click()
+        page.locator("#fbsaid").filter(has_text="Thanks").wait_for()
+    finally:
+        page.unroute("**/api/feedback")
+    assert len(forgotten) == 1 and '"label":4' in forgotten[0]
+    assert "kept as a right answer" in page.locator("#fbsaid").inner_text()
+    record = FeedbackStore().records()[-1]
+    assert (record.label, record.predicted, record.source) == (4, 4, "web")
+    page.keyboard.press("Escape")
+    assert page.locator("#feedback").is_hidden()
 
 
 def test_number_mode_reads_a_drawn_number_and_boxes_each_digit(page, tmp_path):

@@ -184,14 +184,15 @@ async function send(body, type) {
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(data.detail || `the server answered ${res.status}`);
     if (asked !== mode) return;  // the mode changed meanwhile: this answer is for neither
-    if (asked === "number") showReading(data); else show(data);
+    if (asked === "number") showReading(data); else show(data, { body, type });
   } catch (err) {
     showError(err.message === "Failed to fetch" ? "The server cannot be reached." : err.message);
   }
 }
 
-function show(r) {
+function show(r, input) {
   $("error").hidden = true;
+  offerCorrection(r, input);
   $("seen").src = "data:image/png;base64," + r.image;
   const digit = $("digit");
   if (r.blank) {
@@ -233,6 +234,58 @@ function bars(probs) {
     li.innerHTML = `<span>${d}</span><span class="track"><span class="fill" style="width:${(p * 100).toFixed(1)}%"></span></span><span class="pct">${(p * 100).toFixed(1)}%</span>`;
     list.appendChild(li);
   });
+}
+
+// --------------------------------------------------------------- corrections
+
+// After an answer: "Wrong? It is a 0 1 ... 9" and "Right". The server remembers the image
+// by the answer's prediction_id; a server that has forgotten it (restarted, another
+// worker) gets the image again.
+let answered = null;  // { id, digit, input: { body, type } } of the answer shown
+["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"].forEach((d) => {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = d;
+  b.title = `It is a ${d}`;
+  b.addEventListener("click", () => correct(Number(d)));
+  $("fbdigits").appendChild(b);
+});
+$("fbright").addEventListener("click", () => correct(answered.digit));
+
+function offerCorrection(r, input) {
+  answered = r && !r.blank && r.prediction_id ? { id: r.prediction_id, digit: r.digit, input } : null;
+  $("feedback").hidden = !answered;
+  $("fbright").hidden = !answered || answered.digit === null;
+  $("fbsaid").textContent = "";
+  for (const b of $("fbdigits").children) b.classList.remove("chosen");
+}
+
+async function correct(label) {
+  const asked = answered;
+  let res = await post("/api/feedback", { headers: { "Content-Type": "application/json" },
+                                          body: JSON.stringify({ prediction_id: asked.id, label }) });
+  if (res.status === 404 && asked.input) {  // forgotten: send the image itself
+    const { body } = asked.input;  // an upload's form, or the drawing's PNG
+    const form = body instanceof FormData ? body : new FormData();
+    if (form !== body) form.append("file", body, "drawing.png");
+    form.set("label", String(label));
+    res = await post("/api/feedback", { body: form });
+  }
+  const data = await res.json().catch(() => ({}));
+  if (asked !== answered) return;  // another answer is shown now
+  if (!res.ok) {
+    $("fbsaid").textContent = `Not kept: ${data.detail || `the server answered ${res.status}`}`;
+    return;
+  }
+  for (const b of $("fbdigits").children) b.classList.toggle("chosen", b.textContent === String(label));
+  $("fbsaid").textContent = label === asked.digit
+    ? `Thanks: kept as a right answer (#${data.id}).`
+    : `Thanks: kept as a ${label} (#${data.id}). digitrec learns from corrections.`;
+}
+
+function post(url, init) {
+  return fetch(url, { method: "POST", ...init }).catch(() =>
+    new Response(JSON.stringify({ detail: "the server cannot be reached" }), { status: 503 }));
 }
 
 // ------------------------------------------------------------------ numbers
@@ -302,6 +355,7 @@ document.querySelectorAll("input[name=mode]").forEach((el) =>
 
 function showEmpty() {
   boxes(null);
+  offerCorrection(null);
   $("number").textContent = "?";
   $("chars").innerHTML = "";
   $("digit").textContent = "?";
