@@ -380,6 +380,53 @@ def test_number_mode_in_the_window(app, glyphs, tmp_path, display):
     assert int(app.canvas.cget("width")) == app.side and app.bars.winfo_ismapped()
 
 
+def click(app, display: str, widget) -> None:
+    """A real mouse click (xdotool on the X server) in the middle of ``widget``."""
+    app.root.update()
+    x = widget.winfo_rootx() + widget.winfo_width() // 2
+    y = widget.winfo_rooty() + widget.winfo_height() // 2
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], env=env, check=True)
+
+
+@pytest.mark.slow
+def test_a_drawing_is_corrected_in_the_window_and_an_opened_image_confirmed(
+    app, mnist, tmp_path, display
+):
+    store = app.session.store
+    assert str(app.fix_buttons[1].cget("state")) == "disabled"  # nothing to correct yet
+    for (x, y), *rest in shape("1 or 7", 0, 0, app.side):
+        app.canvas.event_generate("<ButtonPress-1>", x=round(x), y=round(y))
+        for px, py in rest:
+            app.canvas.event_generate("<B1-Motion>", x=round(px), y=round(py), state=0x100)
+        app.canvas.event_generate("<ButtonRelease-1>", x=round(px), y=round(py))
+    said = settled(app).digit
+    assert said in (1, 7)  # a 1 with a long flag: the window reads it as either
+    other = 8 - said
+    click(app, display, app.fix_buttons[other])
+    wait_for(app, lambda: app.message.cget("text").startswith("kept"))
+    message = app.message.cget("text")
+    assert re.fullmatch(rf"kept as a {other} \(#\d+\): digitrec learns from corrections", message)
+    record = store.get(int(re.search(r"#(\d+)", message)[1]))
+    assert (record.label, record.predicted, record.source) == (other, said, "gui")
+    assert (
+        record.original.startswith(b"\x89PNG")
+        and record.model_sha256 == app.session.predictor.sha256
+    )
+    screenshot(display, "gui-correction.png", (0, 0, 820, 620))
+    path = tmp_path / "three.png"
+    i = int((mnist.test_labels == 3).nonzero()[0][0])
+    Image.fromarray(255 - mnist.test_images[i].numpy()).resize((140, 140)).save(path)
+    app.open_image(path)
+    wait_for(app, lambda: app.worker.idle and app.prediction.digit == 3)
+    click(app, display, app.right)
+    wait_for(app, lambda: app.message.cget("text").startswith("kept as a right"))
+    record = store.records()[-1]
+    assert (record.label, record.predicted) == (3, 3) and record.original == path.read_bytes()
+    app.clear()
+    assert str(app.right.cget("state")) == "disabled" and app.answered is None
+
+
 @pytest.mark.slow
 def test_digitrec_gui_in_a_real_window_with_xdotool(display, mnist, tmp_path):
     """`digitrec gui IMAGE` as a user starts it; the mouse is moved by xdotool."""

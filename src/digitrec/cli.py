@@ -330,11 +330,13 @@ def _add_apps_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--workers", type=int, default=1, help="server processes")
+    _feedback_arg(p)
     _backend_arg(p)
     p = sub.add_parser("gui", help="the desktop app: draw or open digits in a window")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="an image to open at start")
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
     p.add_argument("--runs-dir")
+    _feedback_arg(p)
     _backend_arg(p)
 
 
@@ -869,14 +871,14 @@ def _predict_random(predictor, args) -> int:
 def cmd_serve(args) -> int:
     from digitrec.web.server import serve
 
-    serve(args.host, args.port, args.model_path, args.workers, args.backend)
+    serve(args.host, args.port, args.model_path, args.workers, args.backend, args.feedback_url)
     return 0
 
 
 def cmd_gui(args) -> int:
     from digitrec.gui import run
 
-    run(args.model_path, args.runs_dir, args.image, args.backend)
+    run(args.model_path, args.runs_dir, args.image, args.backend, args.feedback_url)
     return 0
 
 

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from digitrec.errors import DigitrecError
+from digitrec.feedback import FeedbackStore, correction_of
 from digitrec.files import write_bytes
 from digitrec.predictor import Prediction, Predictor
-from digitrec.preprocess import IMAGE_SUFFIXES, decode, eight_bit
+from digitrec.preprocess import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, decode, eight_bit
 from digitrec.reading import Reading, read
 
 BRUSH = 1 / 14  # brush diameter / canvas side: MNIST's pen for a digit filling the pad
@@ -37,6 +39,7 @@ MIN_PEN = 2 / 280  # ... and never thinner than 2 px of the standard pad
 MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
 LIVE_EVERY = 0.12  # seconds between predictions while a stroke is being drawn
 NUMBER_ASPECT = 3.0  # the canvas's width / height in number mode, as on the web page
+BAR = 17  # px a probability bar's row: ten, the correction row and the 28x28 fit 620 px
 IMAGE_TYPES = [
     ("Images", " ".join(f"*{s} *{s.upper()}" for s in IMAGE_SUFFIXES)),
     ("All files", "*"),
@@ -142,18 +145,33 @@ def title_for(pred: Prediction | Reading | None) -> str:
     return f"digitrec: {text}" + (" (not sure)" if pred.uncertain else "")
 
 
+@dataclass(frozen=True)
+class Answered:
+    """An answer the window shows, with what a correction of it keeps."""
+
+    prediction: Prediction
+    image: Image.Image | Path  # the drawing as read, or the opened file
+    model_sha256: str  # of the model that answered (another may be loaded since)
+
+
 class Session:
     """The loaded model and what the window asks of it, without the window."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, store: FeedbackStore | None = None) -> None:
         self.predictor = predictor
+        self.store = store or FeedbackStore()
         self._lock = threading.Lock()
 
     @classmethod
     def start(
-        cls, model_path: str | None = None, runs_dir: str | None = None, backend: str = "auto"
+        cls,
+        model_path: str | None = None,
+        runs_dir: str | None = None,
+        backend: str = "auto",
+        feedback_url: str | None = None,
     ) -> Session:
-        return cls(Predictor.load(model_path, runs_dir=runs_dir, backend=backend))
+        store = FeedbackStore(feedback_url)  # a bad URL fails before the model loads
+        return cls(Predictor.load(model_path, runs_dir=runs_dir, backend=backend), store)
 
     def status(self) -> str:
         p = self.predictor
@@ -175,6 +193,31 @@ class Session:
         with self._lock:
             p = self.predictor
         return p.predict_one(image)
+
+    def answer(self, image: Image.Image | Path) -> Answered:
+        """``predict``, with what a correction needs: the image and the model's id."""
+        with self._lock:
+            p = self.predictor
+        return Answered(p.predict_one(image), image, p.sha256)
+
+    def correct(self, answered: Answered, label: int) -> str:
+        """Keep ``answered``'s image as a ``label`` in the corrections store."""
+        pred, image = answered.prediction, answered.image
+        if isinstance(image, Image.Image):
+            buf = io.BytesIO()
+            image.save(buf, "PNG")
+            original: bytes | None = buf.getvalue()
+        else:  # a file too big to keep, or gone since, is still corrected by its 28x28
+            try:
+                small = image.stat().st_size <= MAX_IMAGE_BYTES
+                original = image.read_bytes() if small else None
+            except OSError:
+                original = None
+        c = correction_of(pred, label, answered.model_sha256, "gui", original)
+        record_id, _ = self.store.add(c)
+        if label == pred.digit:
+            return f"kept as a right answer (#{record_id})"
+        return f"kept as a {label} (#{record_id}): digitrec learns from corrections"
 
     def read(self, image: Any) -> Reading:
         """Every digit of a number."""
@@ -245,6 +288,7 @@ class App:
         self.last_live = 0.0
         self.version = 0  # of the drawing; answers to older versions are not shown
         self.prediction: Prediction | None = None
+        self.answered: Answered | None = None  # the digit answer shown, to correct
         self.reading: Reading | None = None  # the answer in number mode
         self.number = tk.BooleanVar(root, value=False, name="number")
         self.photo: Image.Image | None = None  # an opened image shown on the canvas (number mode)
@@ -278,8 +322,25 @@ class App:
         self.digit.pack()
         self.detail = tk.Label(side, name="detail", text="Draw a digit")
         self.detail.pack()
-        self.bars = tk.Canvas(side, name="bars", width=230, height=10 * 20, highlightthickness=0)
+        self.bars = tk.Canvas(side, name="bars", width=230, height=10 * BAR, highlightthickness=0)
         self.bars.pack(pady=6)
+        self.fix = tk.Frame(side, name="fix")  # "Wrong? It is a ...": a correction
+        self.fix.pack(pady=(0, 4))
+        ask = tk.Frame(self.fix)
+        ask.pack(fill="x")
+        tk.Label(ask, text="Wrong? It is a").pack(side="left")
+        self.right = tk.Button(ask, text="Right", name="right", pady=0,
+                               command=lambda: self.correct(None))  # fmt: skip
+        self.right.pack(side="right")
+        digits = tk.Frame(self.fix)
+        digits.pack()
+        self.fix_buttons = [
+            tk.Button(digits, text=str(d), width=1, padx=3, pady=0, name=f"fix{d}",
+                      command=lambda d=d: self.correct(d))
+            for d in range(10)
+        ]  # fmt: skip
+        for b in self.fix_buttons:
+            b.pack(side="left")
         # The opened image beside what the model saw, not below it: stacked, the panel
         # outgrew a 620 px tall window and the thumbnail was cut off.
         self.seen_row = row = tk.Frame(side)
@@ -318,6 +379,7 @@ class App:
             root.bind(f"<{mod}-s>", lambda e: self.ask_save())
         root.bind("<Escape>", lambda e: self.clear())
         self._show_bars([0.0] * 10)
+        self._offer_correction(False)
         root.after(30, self._poll)
 
     # ---------------------------------------------------------------- drawing
@@ -392,10 +454,13 @@ class App:
         """One digit on a square canvas, or a number on a wide one; either starts empty.
         A number's answer is its boxes on the canvas: no bars, no 28x28 view."""
         number = self.number.get()
-        for widget, options in ((self.bars, {"pady": 6}), (self.seen_row, {"pady": (4, 0)})):
-            if number:
-                widget.pack_forget()
-            else:
+        for widget, options in (
+            (self.bars, {"pady": 6}),
+            (self.fix, {"pady": (0, 4)}),
+            (self.seen_row, {"pady": (4, 0)}),
+        ):
+            widget.pack_forget()
+            if not number:
                 widget.pack(**options)
         self.drawing = Drawing(NUMBER_ASPECT if number else 1.0)
         self.clear()
@@ -430,16 +495,30 @@ class App:
             if version == self.version:  # else the canvas changed since: a stale answer
                 self._show(result)
 
-        ask = self.session.read if self.number.get() else self.session.predict
+        ask = self.session.read if self.number.get() else self.session.answer
         self.worker.submit("drawing", lambda: ask(drawing.render(side, read=True)), then)
+
+    def correct(self, label: int | None) -> None:
+        """Keep the answer shown as a ``label`` (None: as the digit it was read as)."""
+        answered = self.answered
+        if answered is None:
+            return
+        label = answered.prediction.digit if label is None else label
+
+        def then(result: Any) -> None:
+            if isinstance(result, DigitrecError):
+                return self._error(result)
+            self.message.configure(text=result, fg="#166534")
+
+        self.worker.submit("correct", lambda: self.session.correct(answered, label), then)
 
     def open_image(self, path: str | Path) -> None:
         """Predict an image file and show it beside the answer (the Ctrl+O path)."""
         path = Path(path)
         number = self.number.get()
 
-        def job() -> tuple[Prediction | Reading, Image.Image]:
-            pred = self.session.read(path) if number else self.session.predict(path)
+        def job() -> tuple[Answered | Reading, Image.Image]:
+            pred = self.session.read(path) if number else self.session.answer(path)
             image = eight_bit(decode(path, at_least=96)[0])  # upright, as the model saw it
             if number:  # shown on the canvas, the boxes over it
                 image.thumbnail((1024, 1024))
@@ -562,6 +641,9 @@ class App:
             return self._error(pred)
         if isinstance(pred, Reading):
             return self._show_reading(pred)
+        if isinstance(pred, Answered):
+            self.answered, pred = pred, pred.prediction
+        self._offer_correction(not pred.blank)
         self.prediction = pred
         big, line = describe(pred, self.session.predictor.classes)
         self.digit.configure(text=big, fg="#b45309" if pred.uncertain else "black",
@@ -575,7 +657,17 @@ class App:
         self._images["seen"] = photo
         self.seen.configure(image=photo)
 
+    def _offer_correction(self, on: bool) -> None:
+        if not on:
+            self.answered = None
+        state = "normal" if on else "disabled"
+        for b in self.fix_buttons:
+            b.configure(state=state)
+        digit = self.answered.prediction.digit if on and self.answered else None
+        self.right.configure(state="normal" if digit is not None else "disabled")
+
     def _idle(self) -> None:
+        self._offer_correction(False)
         self.prediction = self.reading = None
         self.digit.configure(text="–", fg="black")
         self.detail.configure(text="Write a number" if self.number.get() else "Draw a digit")
@@ -589,12 +681,12 @@ class App:
         c = self.bars
         c.delete("all")
         for d, p in enumerate(probs):
-            y = d * 20
-            c.create_text(8, y + 10, text=str(d), anchor="center")
-            c.create_rectangle(20, y + 4, 170, y + 16, fill="#e5e7eb", outline="")
+            y, mid = d * BAR, d * BAR + BAR / 2
+            c.create_text(8, mid, text=str(d), anchor="center")
+            c.create_rectangle(20, y + 3, 170, y + BAR - 3, fill="#e5e7eb", outline="")
             colour = "#2563eb" if d == top else "#9ca3af"
-            c.create_rectangle(20, y + 4, 20 + 150 * p, y + 16, fill=colour, outline="")
-            c.create_text(176, y + 10, text=f"{p:.1%}", anchor="w")
+            c.create_rectangle(20, y + 3, 20 + 150 * p, y + BAR - 3, fill=colour, outline="")
+            c.create_text(176, mid, text=f"{p:.1%}", anchor="w")
 
 
 def run(
@@ -602,13 +694,14 @@ def run(
     runs_dir: str | None = None,
     image: str | None = None,
     backend: str = "auto",
+    feedback_url: str | None = None,
 ) -> None:
     """`digitrec gui`: load the model (errors before any window opens), then the window."""
     try:
         import tkinter as tk
     except ImportError:
         raise DigitrecError(INSTALL_TK) from None
-    session = Session.start(model_path, runs_dir, backend)
+    session = Session.start(model_path, runs_dir, backend, feedback_url)
     try:
         root = tk.Tk(className="digitrec")
     except tk.TclError as exc:

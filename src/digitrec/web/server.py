@@ -11,6 +11,7 @@ import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from digitrec.errors import DigitrecError
+from digitrec.feedback import FEEDBACK_URL_ENV, FeedbackStore
 from digitrec.predictor import Predictor
 from digitrec.runs import MODEL_ENV, resolve_model_path
 from digitrec.web.settings import (
@@ -40,7 +41,12 @@ class NoDelayHTTP(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
 
 
 def serve(
-    host: str, port: int, model_path: str | None, workers: int, backend: str = "auto"
+    host: str,
+    port: int,
+    model_path: str | None,
+    workers: int,
+    backend: str = "auto",
+    feedback_url: str | None = None,
 ) -> None:
     """`digitrec serve`: resolve the model here (so a bad path fails before the server
     starts), then run uvicorn; several workers each load it once."""
@@ -52,6 +58,7 @@ def serve(
     os.environ[MODEL_ENV] = str(path)
     os.environ[SOURCE_ENV] = source
     os.environ[BACKEND_ENV] = backend
+    os.environ[FEEDBACK_URL_ENV] = FeedbackStore(feedback_url).url  # a bad one fails here
     os.environ[THREADS_ENV] = str(max(1, cores() // workers))  # a core each
     check_port(host, port)
     print(f"digitrec: open http://{host}:{port}/ (model {path}, {p.backend})", flush=True)
