@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +226,99 @@ def test_serve_ends_on_sigterm_with_a_request_stuck_and_leaves_no_process(tmp_pa
                     os.kill(w, signal.SIGKILL)
             proc.kill()
             proc.wait()
+
+
+def test_a_promoted_model_is_served_without_a_restart_or_a_failed_request(
+    tmp_path, trained_run, mnist
+):
+    """`digitrec serve` on the usual resolution follows the registry: under load, a
+    promotion is picked up by polling, a rollback by POST /api/model/reload, no request
+    fails, and every answer names the model that made it."""
+    from PIL import Image
+
+    from digitrec import registry
+    from digitrec.export import sha256
+
+    env = {**os.environ, "DIGITREC_HOME": str(tmp_path / "home"),
+           "DIGITREC_RUNS_DIR": str(tmp_path / "no-runs")}  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    image = io.BytesIO()
+    Image.fromarray(255 - mnist.test_images[0].numpy()).save(image, "PNG")
+    answers: list[list[tuple[int, str | None, int | None]]] = [[] for _ in range(3)]
+    stop = threading.Event()
+
+    def load(mine: list) -> None:
+        while not stop.is_set():
+            req = urllib.request.Request(url + "/api/predict", data=image.getvalue(),
+                                         headers={"content-type": "image/png"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    body = json.loads(r.read())
+                    mine.append((r.status, body["model"]["sha256"],
+                                 body["model"]["registry_version"]))  # fmt: skip
+            except urllib.error.HTTPError as exc:
+                mine.append((exc.code, None, None))
+
+    def model() -> dict:
+        with urllib.request.urlopen(url + "/api/model", timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        wait_ready(url, proc)
+        assert model()["registry_version"] == 0 and model()["source"] == "shipped default"
+        threads = [threading.Thread(target=load, args=(a,)) for a in answers]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        os.environ["DIGITREC_HOME"], old_home = env["DIGITREC_HOME"], os.environ["DIGITREC_HOME"]
+        try:
+            v1 = registry.promote(trained_run.run_dir / "best.safetensors", "test", {}, None)
+            deadline = time.monotonic() + 30
+            while model()["registry_version"] != 1:
+                assert time.monotonic() < deadline, "the promoted model was not picked up"
+                time.sleep(0.2)
+            time.sleep(1)
+            registry.rollback()
+            req = urllib.request.Request(url + "/api/model/reload", method="POST")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                reloaded = json.loads(r.read())
+        finally:
+            os.environ["DIGITREC_HOME"] = old_home
+        assert reloaded["changed"] and reloaded["registry_version"] == 0
+        time.sleep(1)
+    finally:
+        stop.set()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    shipped, new = sha256(shipped_model_path()), sha256(v1.path)
+    for mine in answers:
+        assert mine and all(status == 200 for status, _, _ in mine), out
+        seen = [(sha, version) for _, sha, version in mine]
+        assert set(seen) == {(shipped, 0), (new, 1)}, set(seen)
+        # one model, then the other, then the first again: each swap is clean
+        changes = [i for i in range(1, len(seen)) if seen[i] != seen[i - 1]]
+        assert len(changes) == 2, changes
+    assert "now serving" in out and "Traceback" not in out
+
+
+def wait_ready(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail("server did not start: " + (proc.communicate()[0] or ""))
+
+
+def test_a_server_started_on_a_named_model_keeps_it(predictor):
+    with TestClient(create_app(predictor)) as client:
+        r = client.post("/api/model/reload")
+        assert r.status_code == 409 and "--model-path" in r.json()["detail"]

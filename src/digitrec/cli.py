@@ -32,7 +32,10 @@ EPILOG = """examples:
 environment:
   DIGITREC_DATA_DIR   where datasets live (default ~/.cache/digitrec/data)
   DIGITREC_RUNS_DIR   where training runs are written (default ./runs)
-  DIGITREC_MODEL      checkpoint that predict uses (default: best run, then shipped model)
+  DIGITREC_MODEL      the model predict, serve and gui use (default: the registry's active
+                      version, else the best run, else the shipped model)
+  DIGITREC_HOME       corrections and the model registry (default ~/.local/share/digitrec)
+  DIGITREC_FEEDBACK_URL  the corrections store (default: feedback.sqlite3 in DIGITREC_HOME)
 """
 
 
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apps_commands(sub)
     _add_export_commands(sub)
     _add_feedback_commands(sub)
+    _add_learn_commands(sub)
     return parser
 
 
@@ -246,7 +250,9 @@ def _add_predict_commands(sub: argparse._SubParsersAction) -> None:
         "--tta", action="store_true", help="test-time augmentation: average 7 shifted/rotated views"
     )
     p.add_argument(
-        "--model-path", help="checkpoint or run (default: $DIGITREC_MODEL, best run, shipped model)"
+        "--model-path",
+        help="checkpoint or run (default: $DIGITREC_MODEL, the registry's active version, "
+        "best run, shipped model)",
     )
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="cpu")
@@ -378,6 +384,33 @@ def _add_feedback_commands(sub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser("delete", help="remove records for good")
     p.add_argument("ids", nargs="+", type=int, metavar="ID")
     _feedback_arg(p)
+
+
+def _add_learn_commands(sub: argparse._SubParsersAction) -> None:
+    """`learn` and `model list|activate|rollback`: the corrections made into a model."""
+    p = sub.add_parser(
+        "learn",
+        help="fine-tune the model in use on the corrections; promote it if it passes the gate",
+        description="Fine-tune the model in use on the corrections collected (one in five, "
+        "by its hash, held out) mixed with a replay of the training split, then compare it "
+        "with the model it would replace. It becomes the registry's next active version "
+        "only if validation accuracy falls by 0.1 point at most, the held-out corrections "
+        "improve and no canary falls by more than 0.5 point; else it is refused, saying why.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report, never promote")
+    p.add_argument("--epochs", type=int, help="passes over the corrections and the replay")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-path", help="the model to start from (default: the usual resolution)")
+    p.add_argument("--runs-dir")
+    p.add_argument("--device", default="auto")
+    _feedback_arg(p)
+    _data_args(p, dataset=False)
+    m = sub.add_parser("model", help="the model registry: list, activate VERSION, rollback")
+    msub = m.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    msub.add_parser("list", help="every version (0: the shipped model), the active one marked")
+    p = msub.add_parser("activate", help="make VERSION the model predict, serve and gui use")
+    p.add_argument("version", type=int, metavar="VERSION")
+    msub.add_parser("rollback", help="back to the version active before this one")
 
 
 def _digit(text: str) -> int:
@@ -953,6 +986,49 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+def cmd_learn(args) -> int:
+    from digitrec.feedback import FeedbackStore
+    from digitrec.learn import EPOCHS, learn, table
+
+    out = learn(FeedbackStore(args.feedback_url), args.model_path, args.runs_dir, args.data_dir,
+                epochs=args.epochs or EPOCHS, seed=args.seed, device=args.device,
+                dry_run=args.dry_run)  # fmt: skip
+    print(table(out))
+    print(f"trained on {out.trained_on} corrections and {out.replay:,} replayed digits in "
+          f"{out.seconds:.0f} s; the candidate: {out.run}")  # fmt: skip
+    if out.refused:
+        print("refused: " + "; ".join(out.refused))
+        return 1
+    if out.promoted is None:
+        print("passed the gate; --dry-run: not promoted")
+    else:
+        print(f"promoted: version {out.promoted.number} is active now "
+              "(`digitrec model rollback` undoes it)")  # fmt: skip
+    return 0
+
+
+def cmd_model(args) -> int:
+    from digitrec import registry
+
+    if args.model_command == "activate":
+        v = registry.activate(args.version)
+        print(f"version {v.number} is active now: {v.path}")
+    elif args.model_command == "rollback":
+        v = registry.rollback()
+        print(f"rolled back: version {v.number} is active now: {v.path}")
+    else:
+        current = registry.active()
+        none = " (no active version: the usual resolution applies)"
+        print(f"registry: {registry.registry_root()}" + ("" if current else none))
+        for v in registry.versions():
+            mark = "*" if current and current.number == v.number else " "
+            acc = (v.record.get("metrics") or {}).get("after", {}).get("validation")
+            scored = f"validation {100 * acc:.2f}%  " if acc else ""
+            made = v.record.get("created", "")
+            print(f"{mark} {v.number:>3}  {made:<24}  {scored}{v.record.get('why', '')}")
+    return 0
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "gui": cmd_gui,
@@ -971,6 +1047,8 @@ COMMANDS = {
     "train-notdigit": cmd_train_notdigit,
     "correct": cmd_correct,
     "feedback": cmd_feedback,
+    "learn": cmd_learn,
+    "model": cmd_model,
 }
 
 

@@ -37,11 +37,10 @@ from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError
 from digitrec.models import Ensemble, batched_logits, count_parameters
 from digitrec.recipes import TrainConfig
-from digitrec.records import Required
+from digitrec.records import Required, now
 from digitrec.runs import (
     RUN_RECORD,
     model_record,
-    now,
     read_config,
     read_json,
     resolve_checkpoint,

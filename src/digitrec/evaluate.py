@@ -27,7 +27,7 @@ from digitrec.calibration import UNCERTAIN_BELOW, calibration_bins, risk_coverag
 from digitrec.data import Dataset, to_float
 from digitrec.files import write_json, write_text
 from digitrec.models import batched_logits
-from digitrec.runs import now
+from digitrec.records import now
 
 
 def confused_pairs(cm: np.ndarray, classes: list[str], top: int = 10) -> list[dict[str, Any]]:

@@ -26,8 +26,8 @@ from digitrec.checkpoint import RECORD, load_model
 from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.files import atomic_path
-from digitrec.records import check
-from digitrec.runs import now, resolve_checkpoint
+from digitrec.records import check, now
+from digitrec.runs import resolve_checkpoint
 
 META_KEY = "digitrec"
 CONTENT_KEY = "content_sha256"  # of the file less its metadata, where this is kept

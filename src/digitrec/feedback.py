@@ -30,6 +30,7 @@ from digitrec.errors import DigitrecError
 from digitrec.files import write_bytes, write_text
 from digitrec.home import digitrec_home
 from digitrec.preprocess import MAX_IMAGE_BYTES
+from digitrec.records import now
 
 FEEDBACK_URL_ENV = "DIGITREC_FEEDBACK_URL"
 SOURCES = ("web", "gui", "cli")
@@ -225,7 +226,6 @@ class FeedbackStore:
     def add(self, c: Correction) -> tuple[int, bool]:
         """Store a correction; an image already stored gets the new label. Returns the
         record's id and whether it is new."""
-        from digitrec.runs import now
 
         c.created = now()
         values = (

@@ -34,7 +34,7 @@ from digitrec.preprocess import ink_map
 from digitrec.preprocess.segment import find_lines
 from digitrec.reading import READ_SIDE, ctc_runs, line_input
 from digitrec.recipes import TrainConfig
-from digitrec.runs import now
+from digitrec.records import now
 
 # Gaps between neighbours, px of MNIST's grid, and how often: apart, touching,
 # overlapping, anything from overlapping to apart.

@@ -38,7 +38,7 @@ from digitrec.fit import fit_classifier
 from digitrec.models import build_model, inference_module, resolve_device
 from digitrec.preprocess import preprocess
 from digitrec.recipes import TrainConfig
-from digitrec.runs import now
+from digitrec.records import now
 
 Rng = np.random.Generator
 CLASSES = ["digit", "not a digit"]
@@ -88,14 +88,14 @@ def _tight(ink: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(img, np.float32) / 255
 
 
-def presented(ink: np.ndarray, rng: Rng, rough: bool) -> np.ndarray:
+def presented(ink: np.ndarray, rng: Rng, rough: bool, how: int | None = None) -> np.ndarray:
     """Ink shown as people hand it over: on the pad, dark on paper with uneven light and
     noise, or scanned small, digit or junk alike (so that these are no cue for what it
     is); and, if ``rough``, also blurred, cropped tight into a cell 8 to 20 px tall, or
     only the outline of its strokes (an edge filter's). Digits are shown rough, junk not:
     rough junk as well kept fewer rough digits from being called junk than it let junk
-    through (docs/results.md)."""
-    how = rng.integers(6 if rough else 3)
+    through (docs/results.md). ``how``: one of these, in that order (``digitrec.canaries``)."""
+    how = rng.integers(6 if rough else 3) if how is None else how
     if how == 1:
         light = 0.75 + rng.uniform(-0.2, 0.2) * np.linspace(-1, 1, PAD)[None, :]
         page = light * (1 - rng.uniform(0.4, 0.9) * ink) + rng.normal(0, 0.02, ink.shape)

@@ -1,9 +1,8 @@
 """The one way to turn images into predictions, shared by the CLI, the GUI and the server.
 
-``Predictor.load()`` resolves a model once: ``--model-path``, then
-``$DIGITREC_MODEL``, then the best run under the runs directory, then the
-default model shipped inside the package. ``predict()`` runs the preprocessing
-pipeline and the model on a batch.
+``Predictor.load()`` resolves a model once (``runs.resolve_model_path`` says in which
+order) and loads it. ``predict()`` runs the preprocessing pipeline and the model on a
+batch.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from digitrec.preprocess import ink_map
 from digitrec.preprocess.segment import find_lines
 from digitrec.reading import NONE, READ_SIDE, crops
 from digitrec.recipes import TrainConfig
-from digitrec.runs import now
+from digitrec.records import now
 
 Rng = np.random.Generator
 # Gaps between neighbours, px of MNIST's grid, and how often: apart, touching, overlapping.

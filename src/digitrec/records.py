@@ -9,12 +9,18 @@ normalization's mean, used to surface as an AttributeError or TypeError tracebac
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from digitrec.errors import DigitrecError
 
 Number = (int, float)
+
+
+def now() -> str:
+    """The timestamp every record digitrec writes carries (local time, with its offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 @dataclass(frozen=True)

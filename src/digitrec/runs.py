@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -25,6 +24,8 @@ from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.files import write_json, write_text
 from digitrec.recipes import TrainConfig
 from digitrec.records import Number, Required, check
+from digitrec.registry import active as active_version
+from digitrec.registry import shipped_model_path
 
 try:
     import fcntl
@@ -55,11 +56,6 @@ RUN_RECORD = {
     "run": str,
     "created": str,
 }
-
-
-def now() -> str:
-    """The timestamp every record digitrec writes carries (local time, with its offset)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def runs_root(flag: str | os.PathLike[str] | None = None) -> Path:
@@ -294,10 +290,6 @@ def best_checkpoint(root: Path, dataset: str = "mnist") -> Path | None:
     return None
 
 
-def shipped_model_path() -> Path:
-    return Path(str(resources.files("digitrec") / "assets" / "default.safetensors"))
-
-
 def reading_model_path(model: Path, kind: str = "reader") -> Path:
     """Where a digit model's reading model (``kind``: or any other companion) is kept:
     ``NAME.KIND.safetensors`` beside ``NAME.safetensors`` (or its exports, ``NAME.onnx``
@@ -317,10 +309,17 @@ def companion_or_shipped(model: Path | None, kind: str) -> Path:
     return shipped_model_path().with_name(f"default.{kind}.safetensors")
 
 
+def pinned() -> bool:
+    """Whether $DIGITREC_MODEL names the model (then the registry has no say)."""
+    return bool(os.environ.get(MODEL_ENV))
+
+
 def resolve_model_path(
     model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
 ) -> tuple[Path, str]:
-    """The checkpoint to use and where it came from (for status lines and /api/model)."""
+    """The checkpoint to use and where it came from (for status lines and /api/model), the
+    first of: ``--model-path``, ``$DIGITREC_MODEL``, the registry's active version
+    (``digitrec model``), the best run under the runs directory, the shipped model."""
     for value, source in ((model_path, "--model-path"), (os.environ.get(MODEL_ENV), MODEL_ENV)):
         if value:
             p = Path(value)
@@ -329,6 +328,8 @@ def resolve_model_path(
             if not p.is_file():
                 raise CheckpointError(f"{source}: no checkpoint at {p}")
             return p, source
+    if (version := active_version()) is not None:
+        return version.path, f"registry version {version.number}"
     best = best_checkpoint(runs_root(runs_dir))
     if best is not None:
         return best, f"best run ({best.parent.name})"
@@ -336,6 +337,6 @@ def resolve_model_path(
     if shipped.is_file():
         return shipped, "shipped default"
     raise CheckpointError(
-        "No model found: no --model-path, no $DIGITREC_MODEL, no run under "
-        f"{runs_root(runs_dir)}, and no shipped default. Train one with `digitrec train`."
+        "No model found: no --model-path, no $DIGITREC_MODEL, no active registry version, no "
+        f"run under {runs_root(runs_dir)}, and no shipped default. Train one with `digitrec train`."
     )

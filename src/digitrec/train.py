@@ -45,10 +45,10 @@ from digitrec.data import Dataset, split_indices, to_float
 from digitrec.errors import CheckpointError, DigitrecError, Interrupted
 from digitrec.models import batched_logits, build_model, count_parameters, resolve_device
 from digitrec.recipes import TrainConfig
+from digitrec.records import now
 from digitrec.runs import (
     locked,
     model_record,
-    now,
     read_config,
     refuse_existing,
     remove_stale_temporaries,

@@ -13,6 +13,7 @@ and ``server`` (`digitrec serve`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,9 @@ from fastapi_offline import FastAPIOffline
 import digitrec
 from digitrec.feedback import FeedbackStore
 from digitrec.predictor import Predictor
+from digitrec.runs import pinned
 from digitrec.web.coalescer import Coalescer
+from digitrec.web.live import follow
 from digitrec.web.middleware import ErrorsAnsweredAsJSON
 from digitrec.web.recent import Recent
 from digitrec.web.routes import STATIC, router
@@ -55,13 +58,19 @@ def create_app(
         # and with the preprocessing of concurrent requests. Parallelism comes from
         # requests (the thread pool) and from --workers.
         torch.set_num_threads(1)
+        # A model named by the caller stays; one the resolution chose follows the registry.
+        app.state.follows = app.state.predictor is None and not (model_path or pinned())
         if app.state.predictor is None:
             p = Predictor.load(model_path, backend=os.environ.get(BACKEND_ENV, "auto"))
-            # `digitrec serve` resolved the model before starting workers; say from where.
+            # `digitrec serve` resolved a pinned model before starting workers: from where.
             p.source = os.environ.get(SOURCE_ENV, p.source)
             app.state.predictor = p
         app.state.predictor.sha256  # read once here, not by the first answer  # noqa: B018
+        app.state.swap_lock = asyncio.Lock()
+        watcher = asyncio.create_task(follow(app)) if app.state.follows else None
         yield
+        if watcher is not None:
+            watcher.cancel()
 
     # FastAPI's own /docs loads Swagger UI from a CDN: a blank page offline.
     app = FastAPIOffline(

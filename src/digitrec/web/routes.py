@@ -18,11 +18,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 
-from digitrec.errors import CheckpointError, ImageError, ImageTooLarge
+from digitrec import registry
+from digitrec.errors import CheckpointError, DigitrecError, ImageError, ImageTooLarge
 from digitrec.feedback import FeedbackError, FeedbackStore, correction_of
 from digitrec.predictor import Prediction, Predictor
 from digitrec.preprocess import PixelBudget
 from digitrec.reading import read
+from digitrec.web import live
 from digitrec.web.bodies import BadRequest, correction_from, items_from
 from digitrec.web.coalescer import Coalescer
 from digitrec.web.recent import KEEP_SECONDS, Recent
@@ -88,12 +90,19 @@ def model_version(p: Predictor) -> str:
     return run if epoch is None else f"{run}@{epoch}"
 
 
+def model_ref(p: Predictor) -> dict[str, Any]:
+    """Which model made an answer: its name, its run and epoch, its id, its registry
+    version (a server swaps models as it serves: each answer says which it got)."""
+    return {"name": p.name, "version": model_version(p), "sha256": p.sha256,
+            "registry_version": registry.version_of(p.path)}  # fmt: skip
+
+
 def answer(pred: Prediction, p: Predictor, started: float, prediction_id: str) -> dict[str, Any]:
     return {
         "prediction_id": prediction_id,
         **pred.to_dict(),
         "image": png_base64(pred.image),
-        "model": {"name": p.name, "version": model_version(p)},
+        "model": model_ref(p),
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
     }
 
@@ -180,7 +189,7 @@ async def read_number(
             raise BadRequest(503, f"numbers cannot be read here: {exc}") from None
     return JSONResponse({
         **reading.to_dict(),
-        "model": {"name": p.name, "version": model_version(p)},
+        "model": model_ref(p),
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
     })  # fmt: skip
 
@@ -236,8 +245,7 @@ async def feedback(
 async def model(p: PredictorDep) -> dict[str, Any]:
     meta = p.meta
     return {
-        "name": p.name,
-        "version": model_version(p),
+        **model_ref(p),
         "parameters": meta.get("params"),
         "classes": p.classes,
         "test_accuracy": meta.get("test_accuracy"),
@@ -256,6 +264,32 @@ async def model(p: PredictorDep) -> dict[str, Any]:
         if (d := p.not_digit_detector())
         else None,
     }
+
+
+@router.post(
+    "/api/model/reload",
+    summary="Serve the registry's active model now",
+    responses={
+        409: error_doc("This server serves a model it was started with"),
+        503: error_doc("The new model cannot be loaded: the old one keeps serving"),
+    },
+)
+async def reload_model(request: Request) -> dict[str, Any]:
+    """For operators: load the model the resolution names now (the registry's active
+    version) and swap it in without a failed request. A server polls the registry every
+    few seconds anyway; this does it at once."""
+    if not getattr(request.app.state, "follows", False):
+        raise BadRequest(
+            409,
+            "this server serves the model it was started with (--model-path "
+            "or DIGITREC_MODEL); restart it without one to follow the registry",
+        )
+    try:
+        changed = await live.reload(request.app)
+    except DigitrecError as exc:
+        why = f"the new model cannot be loaded, the old one keeps serving: {exc}"
+        raise BadRequest(503, why) from None
+    return {"changed": changed, **await model(await current_predictor(request))}
 
 
 @router.get("/healthz", summary="Liveness")

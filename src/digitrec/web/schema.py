@@ -22,6 +22,10 @@ class ErrorBody(BaseModel):
 class ModelRef(BaseModel):
     name: str
     version: str = Field(description="The run and epoch the weights come from")
+    sha256: str = Field(description="The model's id: the SHA-256 of its checkpoint")
+    registry_version: int | None = Field(
+        description="Its number in the model registry (0: the shipped model); null: none"
+    )
 
 
 class PredictionBody(BaseModel):

@@ -13,7 +13,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from digitrec.errors import DigitrecError
 from digitrec.feedback import FEEDBACK_URL_ENV, FeedbackStore
 from digitrec.predictor import Predictor
-from digitrec.runs import MODEL_ENV, resolve_model_path
+from digitrec.runs import MODEL_ENV, pinned, resolve_model_path
 from digitrec.web.settings import (
     BACKEND_ENV,
     SHUTDOWN_SECONDS,
@@ -55,8 +55,9 @@ def serve(
     limits_from_env()  # a bad limit fails here, once, not in every worker
     path, source = resolve_model_path(model_path)
     p = Predictor.load(path, backend=backend)  # fail now, clearly, not in every worker
-    os.environ[MODEL_ENV] = str(path)
-    os.environ[SOURCE_ENV] = source
+    if model_path or pinned():  # else each worker resolves it and follows the registry
+        os.environ[MODEL_ENV] = str(path)
+        os.environ[SOURCE_ENV] = source
     os.environ[BACKEND_ENV] = backend
     os.environ[FEEDBACK_URL_ENV] = FeedbackStore(feedback_url).url  # a bad one fails here
     os.environ[THREADS_ENV] = str(max(1, cores() // workers))  # a core each
