@@ -77,7 +77,11 @@ def main() -> None:
     ap.add_argument("--unseen", type=int, default=2000, help="the user's digits to score on")
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--model-path")
+    ap.add_argument("--quick", action="store_true",
+                    help="learn on 20 replayed digits a class, 1 pass, 20 per canary: a check "
+                    "that the benchmark runs, not its figures")  # fmt: skip
     args = ap.parse_args()
+    sizes = {"replay_per_class": 20, "epochs": 1, "per_canary": 20} if args.quick else {}
     home = tempfile.mkdtemp(prefix="digitrec-learning-")
     os.environ["DIGITREC_HOME"] = home  # promotions go to a registry of the benchmark's own
     mnist = load_dataset("mnist")
@@ -106,22 +110,24 @@ def main() -> None:
           "misread")  # fmt: skip
     print(
         f"{'corrections':>11} {'user before':>11} {'user after':>10} {'gain':>6} "
-        f"{'MNIST test before':>17} {'after':>7} {'change':>7} {'learn s':>8}  gate"
+        f"{'MNIST test before':>17} {'after':>7} {'change':>7} {'held out':>8} {'alpha':>5} "
+        f"{'learn s':>8}  gate"
     )
     for n in args.counts:
         store = FeedbackStore(str(Path(home) / f"feedback-{n}.sqlite3"))
         for c in corrections[:n]:
             store.add(c)
         t = time.perf_counter()
-        out = learn(store, model_path=str(path), dry_run=True, log=lambda s: None)
+        out = learn(store, model_path=str(path), dry_run=True, log=lambda s: None, **sizes)
         seconds = time.perf_counter() - t
         after = Predictor.load(out.run / "best.safetensors", backend="torch", not_digit=False)
         user, test = accuracy(after, unseen, unseen_y), mnist_test(out.run / "best.safetensors")
         verdict = "passed" if not out.refused else "refused: " + "; ".join(out.refused)
         gain, change = 100 * (user - base_user), 100 * (test - base_test)
+        held = f"{out.before.held_out}->{out.after.held_out}/{out.after.held_out_n}"
         print(f"{n:>11} {100 * base_user:>10.2f}% {100 * user:>9.2f}% {gain:>+6.1f} "
-              f"{100 * base_test:>16.2f}% {100 * test:>6.2f}% {change:>+7.2f} {seconds:>8.1f}  "
-              f"{verdict}", flush=True)  # fmt: skip
+              f"{100 * base_test:>16.2f}% {100 * test:>6.2f}% {change:>+7.2f} {held:>8} "
+              f"{out.alpha:>5.1f} {seconds:>8.1f}  {verdict}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -141,3 +141,12 @@ def test_whole_numbers_reads_every_category_against_the_digits_alone(tmp_path):
     cats = rows(out, r".+\s+\d+\.\d%\s+\d+\.\d%\s+\d+\.\d%\s+[\d.]+\s")
     assert len(cats) == 7 and "point placed right" in out, out
     assert_drawn(tmp_path / "sheet.png")
+
+
+def test_learning_corrects_a_simulated_user_and_prints_each_count(trained_run):
+    model = str(trained_run.run_dir / "best.safetensors")
+    out = run("benchmarks/learning.py", "--quick", "--counts", "12", "--unseen", "40",
+              "--split", "val", "--model-path", model)  # fmt: skip
+    assert "written to find 12 misread" in out, out
+    [row] = rows(out, r"\s+12\s+\d+\.\d\d%\s+\d+\.\d\d%\s+[+-]\d+\.\d\s+\d+\.\d\d%")
+    assert re.search(r"\s(passed|refused: .+)$", row), row

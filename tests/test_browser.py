@@ -6,15 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import free_port, missing_system_package
+from conftest import free_port, missing_system_package, wait_ready
 from digitrec.feedback import FeedbackStore
 from digitrec.runs import shipped_model_path
 from strokes import ink_runs, shape, written
@@ -40,17 +38,7 @@ def server():
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server did not start: " + (proc.stdout.read() if proc.stdout else ""))
+    wait_ready(url, proc)
     yield url
     proc.terminate()
     proc.wait(timeout=10)

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from conftest import free_port
+from conftest import free_port, wait_ready
 from digitrec.predictor import Predictor
 from digitrec.runs import shipped_model_path
 from digitrec.web.app import create_app
@@ -303,19 +303,6 @@ def test_a_promoted_model_is_served_without_a_restart_or_a_failed_request(
         changes = [i for i in range(1, len(seen)) if seen[i] != seen[i - 1]]
         assert len(changes) == 2, changes
     assert "now serving" in out and "Traceback" not in out
-
-
-def wait_ready(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail("server did not start: " + (proc.communicate()[0] or ""))
 
 
 def test_a_server_started_on_a_named_model_keeps_it(predictor):

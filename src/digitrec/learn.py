@@ -49,6 +49,7 @@ REPLAY_PER_CLASS = 500
 CORRECTION_SHARE = 0.1  # of every pass's examples: the corrections, repeated
 EPOCHS, LR, BATCH = 4, 1e-4, 64
 DISTILL = 3.0  # the weight of keeping the old model's right answers (fit_classifier)
+ALPHAS = (1.0, 0.8, 0.6, 0.4)  # how far towards the fine-tuned weights, the farthest first
 MAX_VAL_DROP = 0.001  # the gate: validation accuracy may fall by 0.1 point at most,
 MAX_CANARY_DROP = 0.005  # ... a canary's by 0.5 point
 # The shipped model's own augmentation (its record's command): the outlines, strays and
@@ -83,6 +84,7 @@ class Outcome:
     before: Scores
     after: Scores
     refused: list[str]  # the gate's reasons; empty: passed
+    alpha: float  # how far towards the fine-tuned weights the candidate went
     promoted: registry.Version | None
     trained_on: int
     replay: int
@@ -103,27 +105,28 @@ def score(model: nn.Module, val: tuple, held: tuple, checks: dict[str, tuple]) -
 
 def gate(before: Scores, after: Scores) -> list[str]:
     """Why the candidate may not replace the model (nothing: it may)."""
+    if not after.held_out_n:
+        learnt = [f"no correction is held out yet to show an improvement (one in {HOLD_OUT} "
+                  "is, by its hash): collect more"]  # fmt: skip
+    elif after.held_out <= before.held_out:
+        learnt = [f"the held-out corrections did not improve ({before.held_out} of "
+                  f"{before.held_out_n} right before, {after.held_out} after)"]  # fmt: skip
+    else:
+        learnt = []
+    return learnt + forgot(before, after)
+
+
+def forgot(before: Scores, after: Scores) -> list[str]:
+    """What the candidate reads worse than the model: validation by more than
+    ``MAX_VAL_DROP``, a canary by more than ``MAX_CANARY_DROP``."""
     reasons = []
     if (drop := before.validation - after.validation) > MAX_VAL_DROP:
-        reasons.append(
-            f"validation accuracy fell {100 * drop:.2f} points (at most {100 * MAX_VAL_DROP:.1f})"
-        )
-    if not after.held_out_n:
-        reasons.append(
-            f"no correction is held out yet to show an improvement (one in "
-            f"{HOLD_OUT} is, by its hash): collect more"
-        )
-    elif after.held_out <= before.held_out:
-        reasons.append(
-            f"the held-out corrections did not improve ({before.held_out} of "
-            f"{before.held_out_n} right before, {after.held_out} after)"
-        )
+        reasons.append(f"validation accuracy fell {100 * drop:.2f} points "
+                       f"(at most {100 * MAX_VAL_DROP:.1f})")  # fmt: skip
     for name, was in before.canaries.items():
         if (drop := was - after.canaries[name]) > MAX_CANARY_DROP:
-            reasons.append(
-                f"the {name} canary fell {100 * drop:.2f} points "
-                f"(at most {100 * MAX_CANARY_DROP:.1f})"
-            )
+            reasons.append(f"the {name} canary fell {100 * drop:.2f} points "
+                           f"(at most {100 * MAX_CANARY_DROP:.1f})")  # fmt: skip
     return reasons
 
 
@@ -201,50 +204,12 @@ def learn(
     held_xy = _stack(held)
     before = score(model, val, held_xy, checks)
     x, y, replay = training_mix(
-        train_rs,
-        mnist.train_images[train_idx],
-        mnist.train_labels[train_idx],
-        seed,
+        train_rs, mnist.train_images[train_idx], mnist.train_labels[train_idx], seed,
         replay_per_class,
-    )
-    candidate = copy.deepcopy(model)
-    history: list[dict[str, Any]] = []
-    t_pass = [time.perf_counter()]
-
-    def each_pass(n: int, loss: float, acc: float) -> None:
-        right, logits = _accuracy(candidate, *val)
-        loss_val = float(nn.functional.cross_entropy(logits, val[1]))
-        history.append(
-            {
-                "epoch": n,
-                "train_loss": loss,
-                "train_acc": acc,
-                "val_loss": loss_val,
-                "val_acc": right / len(val[1]),
-                "lr": LR,
-                "seconds": time.perf_counter() - t_pass[0],
-            }
-        )
-        t_pass[0] = time.perf_counter()
-        log(f"pass {n}/{epochs}: validation {100 * right / len(val[1]):.2f}%")
-
-    torch.manual_seed(seed)
-    fit_classifier(
-        candidate,
-        x,
-        y,
-        lambda xb, g: augment_batch(xb, AUGMENT, g),
-        epochs,
-        seed,
-        BATCH,
-        LR,
-        warmup=0.1,
-        log=lambda s: None,
-        frozen_norm=True,
-        each_pass=each_pass,
-        teacher=model,
-        distill=DISTILL,
-    )
+    )  # fmt: skip
+    tuned, history = fine_tune(model, x, y, val, epochs, seed, log)
+    candidate, alpha = interpolated(model, tuned, before, val, checks)
+    log(f"kept {alpha:.0%} of the way from the old weights to the fine-tuned ones")
     after = score(candidate, val, held_xy, checks)
     refused = gate(before, after)
     run = out or new_run_dir(learn_root(), "learn")
@@ -259,6 +224,7 @@ def learn(
         "split_seed": split_seed,
     }
     info = {
+        "alpha": alpha,
         "parent": str(path),
         "parent_source": source,
         "corrections": len(train_rs),
@@ -277,7 +243,59 @@ def learn(
             run / "best.safetensors", why, info, parent.number if parent else None
         )
     seconds = time.perf_counter() - started
-    return Outcome(run, before, after, refused, promoted, len(train_rs), replay, seconds)
+    return Outcome(run, before, after, refused, alpha, promoted, len(train_rs), replay, seconds)
+
+
+def fine_tune(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """A copy of ``model`` trained on ``x``, ``y`` with ``model`` as its teacher, and a
+    metrics row per pass (validation scored after each)."""
+    tuned, history = copy.deepcopy(model), []
+    t_pass = [time.perf_counter()]
+
+    def each_pass(n: int, loss: float, acc: float) -> None:
+        right, logits = _accuracy(tuned, *val)
+        history.append({"epoch": n, "train_loss": loss, "train_acc": acc,
+                        "val_loss": float(nn.functional.cross_entropy(logits, val[1])),
+                        "val_acc": right / len(val[1]), "lr": LR,
+                        "seconds": time.perf_counter() - t_pass[0]})  # fmt: skip
+        t_pass[0] = time.perf_counter()
+        log(f"pass {n}/{epochs}: validation {100 * right / len(val[1]):.2f}%")
+
+    torch.manual_seed(seed)
+    fit_classifier(tuned, x, y, lambda xb, g: augment_batch(xb, AUGMENT, g), epochs, seed,
+                   BATCH, LR, warmup=0.1, log=lambda s: None, frozen_norm=True,
+                   each_pass=each_pass, teacher=model, distill=DISTILL)  # fmt: skip
+    return tuned, history
+
+
+def interpolated(
+    old: nn.Module,
+    tuned: nn.Module,
+    before: Scores,
+    val: tuple[torch.Tensor, torch.Tensor],
+    checks: dict[str, tuple],
+) -> tuple[nn.Module, float]:
+    """The weights ``alpha`` of the way from ``old`` to ``tuned`` (WiSE-FT), ``alpha``
+    the largest of ``ALPHAS`` whose validation and canaries stay within the gate's limits
+    (chosen on validation, never on the held-out corrections); the fine-tuned model itself
+    when none does (and the gate says why)."""
+    empty = (torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long))
+    for alpha in ALPHAS:
+        mix = copy.deepcopy(tuned)
+        a, b = old.state_dict(), tuned.state_dict()
+        mix.load_state_dict({k: torch.lerp(a[k], b[k], alpha) if b[k].is_floating_point()
+                             else b[k] for k in b})  # fmt: skip
+        if not forgot(before, score(mix, val, empty, checks)):
+            return mix, alpha
+    return tuned, 1.0
 
 
 def _digit_model(path: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
