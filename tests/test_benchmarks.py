@@ -91,7 +91,7 @@ def test_trust_flags_every_outlier_kind_and_digits_against_the_reference(tmp_pat
 
 
 def test_inference_times_every_backend_and_compares_with_the_targets():
-    out = run("benchmarks/inference.py", "--seconds", "0.1")
+    out = run("benchmarks/inference.py", "--seconds", "0.1", "--quick")
     for runtime in ("torch eager", "torch frozen", "onnx float32", "onnx int8"):
         assert len(rows(out, rf"(best|fast)\s+{runtime}\s")) == 2, (runtime, out)
     assert "targets (issue 7):" in out and "end to end p50" in out, out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from digitrec.feedback import Correction, FeedbackStore
 from digitrec.learn import HOLD_OUT, is_held_out
 from digitrec.models import batched_logits
 from digitrec.predictor import Predictor
-from digitrec.runs import resolve_model_path, shipped_model_path
+from digitrec.runs import companions, resolve_model_path, shipped_model_path
 
 pytestmark = pytest.mark.slow  # fine-tunes a model
 
@@ -80,7 +81,7 @@ def test_the_gate_refuses_a_poisoned_batch_and_promotes_a_genuine_one(
     poisoned = FeedbackStore(str(home / "poisoned.sqlite3"))
     for r in shuffled(genuine):
         poisoned.add(r)
-    base = ["--model-path", str(checkpoint), "--device", "cpu", "--epochs", "2"]
+    base = ["--model-path", str(checkpoint), "--device", "cpu", "--epochs", "1"]
     code, out = learn_cli(capsys, *base, "--feedback-url", poisoned.url)
     assert code == 1 and "refused: " in out, out
     assert re.search(r"validation accuracy fell|held-out corrections did not improve", out), out
@@ -101,7 +102,7 @@ def test_the_gate_refuses_a_poisoned_batch_and_promotes_a_genuine_one(
     run = v1.record["metrics"]["parent"]
     assert run == str(checkpoint)
     # the candidate is a run of its own, with its curves, outside the runs directory
-    candidate = next((home / "learn").iterdir())
+    candidate = Path(v1.record["source"]).parent
     assert {"config.json", "metrics.csv", "curves.png", "best.safetensors"} <= {
         p.name for p in candidate.iterdir()
     }
@@ -117,7 +118,11 @@ def test_activate_rollback_and_list(home, capsys):
     with pytest.raises(registry.RegistryError, match="nothing to roll back"):
         registry.rollback()
     assert resolve_model_path()[1] == "shipped default"
-    first = registry.promote(shipped_model_path(), "a copy, as a test", {"validation": 0.99}, None)
+    shipped = shipped_model_path()
+    first = registry.promote(shipped, "a copy", {"validation": 0.99}, 0, companions(shipped))
+    # it reads numbers with the reading model of the model it came from, copied beside it
+    reader = Predictor.load(first.path).reading_model()
+    assert (reader.path.name, reader.backend) == ("model.reader.onnx", "onnx")
     second = registry.promote(shipped_model_path(), "again", {}, first.number)
     assert (first.number, second.number, registry.active().number) == (1, 2, 2)
     assert registry.rollback().number == 1

@@ -32,11 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from digitrec import cli
 from digitrec.checkpoint import copy_with_meta, read_meta
 from digitrec.errors import CheckpointError
 from digitrec.files import write_bytes, write_json
@@ -55,8 +54,11 @@ AVERAGE = ["ensemble", "base", "tuned", "--average"]
 
 
 def digitrec(*args: str) -> None:
+    """One step, through the CLI's own entry point (in this process: no interpreter and
+    torch to start again for each of the nine steps)."""
     print("$ digitrec " + shlex.join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "digitrec", *args], check=True)
+    if (code := cli.main(list(args))) != 0:
+        raise SystemExit(f"`digitrec {shlex.join(args)}` failed (exit code {code})")
 
 
 def command(args: list[str]) -> str:

@@ -41,7 +41,14 @@ from digitrec.home import digitrec_home
 from digitrec.models import batched_logits, count_parameters, resolve_device
 from digitrec.plots import training_curves
 from digitrec.records import now
-from digitrec.runs import model_record, new_run_dir, resolve_model_path, write_config, write_metrics
+from digitrec.runs import (
+    companions,
+    model_record,
+    new_run_dir,
+    resolve_model_path,
+    write_config,
+    write_metrics,
+)
 
 HOLD_OUT = 5  # one correction in five is held out
 MIN_TRAIN = 5  # corrections to train on, at least
@@ -237,11 +244,9 @@ def learn(
     _write_run(run, candidate, meta, settings, info, history, val)
     promoted = None
     if not refused and not dry_run:
-        parent = registry.active()
         why = f"learn: {len(train_rs)} corrections, validation {100 * after.validation:.2f}%"
-        promoted = registry.promote(
-            run / "best.safetensors", why, info, parent.number if parent else None
-        )
+        promoted = registry.promote(run / "best.safetensors", why, info,
+                                    registry.version_of(path), companions(path))  # fmt: skip
     seconds = time.perf_counter() - started
     return Outcome(run, before, after, refused, alpha, promoted, len(train_rs), replay, seconds)
 

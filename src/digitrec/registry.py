@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -137,8 +138,16 @@ def _switch(number: int, action: str, why: str, **extra: Any) -> Version:
     return target
 
 
-def promote(checkpoint: Path, why: str, metrics: dict[str, Any], parent: int | None) -> Version:
-    """Copy ``checkpoint`` in as the next version and make it active."""
+def promote(
+    checkpoint: Path,
+    why: str,
+    metrics: dict[str, Any],
+    parent: int | None,
+    companions: Sequence[Path] = (),
+) -> Version:
+    """Copy ``checkpoint`` in as the next version, with the ``companions`` it is to use
+    (``NAME.KIND.*`` files, kept as ``model.KIND.*``: the reading model of the model it
+    was fine-tuned from reads numbers with it), and make it active."""
     root = registry_root()
     root.mkdir(parents=True, exist_ok=True)
     number = max(v.number for v in versions()) + 1
@@ -147,8 +156,12 @@ def promote(checkpoint: Path, why: str, metrics: dict[str, Any], parent: int | N
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     shutil.copyfile(checkpoint, staging / MODEL)
+    for c in companions:
+        kind_and_suffix = c.name.split(".", 1)[1]  # NAME.reader.onnx -> reader.onnx
+        shutil.copyfile(c, staging / f"model.{kind_and_suffix}")
     record = {"version": number, "created": now(), "who": _who(), "why": why,
-              "parent": parent, "source": str(checkpoint), "metrics": metrics}  # fmt: skip
+              "parent": parent, "source": str(checkpoint), "metrics": metrics,
+              "companions": [str(c) for c in companions]}  # fmt: skip
     write_json(staging / "record.json", record)
     os.replace(staging, folder)  # the version appears whole or not at all
     return _switch(number, "promote", why, metrics=metrics)

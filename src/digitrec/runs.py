@@ -300,6 +300,17 @@ def reading_model_path(model: Path, kind: str = "reader") -> Path:
     return model.with_name(f"{name}.{kind}.safetensors")
 
 
+COMPANIONS = ("reader", "lines", "notdigit")
+
+
+def companions(model: Path) -> list[Path]:
+    """The files of every companion beside ``model``: ``NAME.KIND.*`` (a reading model and
+    its exports, a line model, a "not a digit" detector)."""
+    stem = reading_model_path(model, "x").name.removesuffix(".x.safetensors")
+    return sorted(p for kind in COMPANIONS for p in model.parent.glob(f"{stem}.{kind}.*")
+                  if p.is_file())  # fmt: skip
+
+
 def companion_or_shipped(model: Path | None, kind: str) -> Path:
     """A model every digit model can use (``kind``: the line model, ``lines``, or the "not a
     digit" detector, ``notdigit``): ``NAME.KIND.safetensors`` beside the digit model (or
