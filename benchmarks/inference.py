@@ -4,10 +4,10 @@ In one run, for the shipped model (`best`) and the `fast` architecture: single-i
 latency (p50, p99) and batch-256 throughput of PyTorch eager, PyTorch frozen for
 inference (the Predictor's torch backend), ONNX Runtime float32 and int8 (static, QDQ:
 the shipped model's exports as shipped; `fast` is trained here first, one epoch, and
-exported, checked on the test set as `digitrec export` checks them); then end to end, the PNG the web page posts in
-(variants.drawn_png), prediction out, through the Predictor on each backend, and the
-preprocessing of a 12-megapixel phone photo. Threads: 1
-by default, as the server runs. The last lines compare against the targets of issue 7
+exported, checked on the test set as `digitrec export` checks them); then end to end,
+the PNG the web page posts in (variants.drawn_png), prediction out, through the
+Predictor on each backend, and the preprocessing of a 12-megapixel phone photo. Threads:
+1 by default, as the server runs. The last lines compare against the targets of issue 7
 (model alone under 0.1 ms per image, end to end under 1 ms p50, ONNX Runtime at least
 3x faster than eager for a single image).
 
