@@ -90,6 +90,9 @@ def test_an_unreachable_store_is_one_clear_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(FeedbackError, match="cannot be opened"):
         FeedbackStore(str(tmp_path / "file" / "f.sqlite3")).count()
+    (tmp_path / "not-a-database").write_text("a text file, not SQLite")
+    with pytest.raises(FeedbackError, match=r"the corrections store .*not-a-database"):
+        FeedbackStore(str(tmp_path / "not-a-database")).count()
 
 
 def test_export_writes_a_png_per_record_in_label_folders_and_a_csv(tmp_path):

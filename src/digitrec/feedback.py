@@ -198,9 +198,9 @@ class FeedbackStore:
     def _transaction(self) -> Iterator[Any]:
         """A cursor in one transaction: committed at the end, rolled back on an error."""
         with closing(self._connect()) as con:
-            if not self._ready:
-                self._create(con)
             try:
+                if not self._ready:
+                    self._create(con)
                 with closing(con.cursor()) as cur:
                     yield cur
                 con.commit()
