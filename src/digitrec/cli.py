@@ -354,7 +354,7 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize", choices=["int8"], help="also write a static int8 model")
     p.add_argument("-o", "--out", help="the .onnx file (default: beside the checkpoint)")
     p.add_argument("--no-check", action="store_true",
-                   help="skip the parity check on the MNIST test set")  # fmt: skip
+                   help="skip the test-set checks (parity, int8's accuracy)")  # fmt: skip
     _data_args(p, dataset=False)
 
 
