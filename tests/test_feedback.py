@@ -293,6 +293,8 @@ def test_correct_then_list_stats_export_and_delete_from_the_command_line(
     assert json.loads(capsys.readouterr().out)["confirmations"] == 1
     assert main(["feedback", "export", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "4" / "1.png").is_file()
+    assert main(["feedback", "delete", "1", "5"]) == 2  # one unknown: none deleted
+    assert "error: no correction #5 in" in capsys.readouterr().err
     assert main(["feedback", "delete", "1"]) == 0
     assert main(["feedback", "delete", "1"]) == 2
     assert "error: no correction #1 in" in capsys.readouterr().err

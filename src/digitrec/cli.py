@@ -939,7 +939,8 @@ def cmd_correct(args) -> int:
     predictor = Predictor.load(args.model_path, args.runs_dir, backend=args.backend)
     pred = predictor.predict_one(original)
     record_id, new = store.add(correction_of(pred, args.label, predictor.sha256, "cli", original))
-    said = "no digit" if pred.digit is None else f"{pred.digit} ({pred.confidence:.0%})"
+    said = f"{pred.digit} ({pred.confidence:.0%})" if pred.digit is not None else "no digit"
+    said = "not a digit" if pred.not_a_digit else said
     verb = "confirmed" if pred.digit == args.label else "corrected"
     again = "" if new else ", which was stored before: its label is now this one"
     print(f"{args.image}: {verb} as a {args.label} (the model said {said}); "
@@ -965,6 +966,8 @@ def cmd_feedback(args) -> int:
 
     store = feedback.FeedbackStore(args.feedback_url)
     if args.feedback_command == "delete":
+        if missing := set(args.ids) - {r.id for r in store.records(args.ids)}:
+            raise DigitrecError(f"no correction #{min(missing)} in {store.where}: nothing deleted")
         for record_id in args.ids:
             store.delete(record_id)
         print(f"deleted {len(args.ids)} record(s) from {store.where}")

@@ -150,7 +150,8 @@ class Answered:
     """An answer the window shows, with what a correction of it keeps."""
 
     prediction: Prediction
-    image: Image.Image | Path  # the drawing as read, or the opened file
+    image: Image.Image | bytes | Path  # the drawing as read, the opened file's bytes (a
+    # file over the size limit: its path)
     model_sha256: str  # of the model that answered (another may be loaded since)
 
 
@@ -195,10 +196,15 @@ class Session:
         return p.predict_one(image)
 
     def answer(self, image: Image.Image | Path) -> Answered:
-        """``predict``, with what a correction needs: the image and the model's id."""
+        """``predict``, with what a correction needs: the image and the model's id (a
+        file's bytes read here, so a correction keeps what was answered)."""
         with self._lock:
             p = self.predictor
-        return Answered(p.predict_one(image), image, p.sha256)
+        pred = p.predict_one(image)  # errors name the file
+        kept: Image.Image | bytes | Path = image
+        if isinstance(image, Path) and image.stat().st_size <= MAX_IMAGE_BYTES:
+            kept = image.read_bytes()
+        return Answered(pred, kept, p.sha256)
 
     def correct(self, answered: Answered, label: int) -> str:
         """Keep ``answered``'s image as a ``label`` in the corrections store."""
@@ -207,12 +213,8 @@ class Session:
             buf = io.BytesIO()
             image.save(buf, "PNG")
             original: bytes | None = buf.getvalue()
-        else:  # a file too big to keep, or gone since, is still corrected by its 28x28
-            try:
-                small = image.stat().st_size <= MAX_IMAGE_BYTES
-                original = image.read_bytes() if small else None
-            except OSError:
-                original = None
+        else:  # the file's bytes; a file too big to keep is corrected by its 28x28 alone
+            original = image if isinstance(image, bytes) else None
         c = correction_of(pred, label, answered.model_sha256, "gui", original)
         record_id, _ = self.store.add(c)
         if label == pred.digit:
