@@ -993,6 +993,8 @@ def cmd_learn(args) -> int:
     from digitrec.feedback import FeedbackStore
     from digitrec.learn import EPOCHS, learn, table
 
+    if args.epochs is not None and args.epochs < 1:
+        raise DigitrecError(f"--epochs {args.epochs}: give 1 or more passes")
     out = learn(FeedbackStore(args.feedback_url), args.model_path, args.runs_dir, args.data_dir,
                 epochs=args.epochs or EPOCHS, seed=args.seed, device=args.device,
                 dry_run=args.dry_run)  # fmt: skip

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from digitrec import registry
 from digitrec.augment import tta_matrices, tta_probabilities
 from digitrec.calibration import UNCERTAIN_BELOW
 from digitrec.checkpoint import load_model
@@ -225,6 +226,11 @@ class Predictor:
     @property
     def name(self) -> str:
         return str(self.meta.get("model", "?"))
+
+    @functools.cached_property
+    def registry_version(self) -> int | None:
+        """Its number in the model registry (0: the shipped model), if it has one."""
+        return registry.version_of(self.path)
 
     @functools.cached_property
     def sha256(self) -> str:

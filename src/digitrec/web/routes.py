@@ -18,7 +18,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 
-from digitrec import registry
 from digitrec.errors import CheckpointError, DigitrecError, ImageError, ImageTooLarge
 from digitrec.feedback import FeedbackError, FeedbackStore, correction_of
 from digitrec.predictor import Prediction, Predictor
@@ -94,7 +93,7 @@ def model_ref(p: Predictor) -> dict[str, Any]:
     """Which model made an answer: its name, its run and epoch, its id, its registry
     version (a server swaps models as it serves: each answer says which it got)."""
     return {"name": p.name, "version": model_version(p), "sha256": p.sha256,
-            "registry_version": registry.version_of(p.path)}  # fmt: skip
+            "registry_version": p.registry_version}  # fmt: skip
 
 
 def answer(pred: Prediction, p: Predictor, started: float, prediction_id: str) -> dict[str, Any]:
