@@ -132,7 +132,8 @@ def bomb() -> bytes:
         ({"content": b"not an image at all", "headers": {"content-type": "image/png"}},
          422, "not a readable image"),
         ({"content": bomb(), "headers": {"content-type": "image/png"}}, 413, "pixel limit"),
-        ({"content": b"x" * 2_000_001, "headers": {"content-type": "image/png"}}, 413, "limit"),
+        ({"content": b"x" * 2_000_001, "headers": {"content-type": "image/png"}}, 413,
+         "the body is over the 1.9 MB limit"),
         ({"content": b'{"pixels": [NaN' + b", 0" * 783 + b"]}",
           "headers": {"content-type": "application/json"}}, 422, "NaN"),
         ({"json": {"pixels": [0.5] * 100}}, 422, "784"),
@@ -142,12 +143,13 @@ def bomb() -> bytes:
         ({"json": {"image": 123}}, 422, "non-empty base64 string"),
         ({"json": {"image": "data:image/png,iVBORw0KGgo="}}, 422, "only base64 data URLs"),
         ({"content": (b"x" * 100_000 for _ in range(21)),  # chunked: no content-length
-          "headers": {"content-type": "image/png"}}, 413, "limit"),
+          "headers": {"content-type": "image/png"}}, 413, "the body is over the 1.9 MB limit"),
         ({"json": {"picture": "x"}}, 422, '"image" or "pixels"'),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
         ({"files": {"upload": ("d.png", b"x", "image/png")}}, 422, '"file"'),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 422, "empty"),
-        ({"files": {"file": ("big.png", b"x" * 2_000_001, "image/png")}}, 413, "limit"),
+        ({"files": {"file": ("big.png", b"x" * 4_000_000, "image/png")}}, 413,
+         "the upload is 3.8 MB, over the 1.9 MB limit"),
         ({"content": b"--b\r\n[]--b--\r\n",  # found by schemathesis: was a 400
           "headers": {"content-type": "multipart/form-data; boundary=b"}}, 422, "cannot be read"),
         ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 422, "boundary"),
@@ -503,3 +505,17 @@ def test_serve_on_a_port_in_use_says_so_before_printing_an_address():
         r = run_cli("serve", "--port", str(port), timeout=60)
     assert r.returncode == 2 and "open http" not in r.stdout
     assert f"error: cannot listen on 127.0.0.1:{port} (Address already in use)" in r.stderr
+
+
+def test_limits_say_what_is_accepted_in_the_words_every_error_uses(client):
+    """One list of formats and one size for the page's upload line and every error."""
+    from digitrec.preprocess import FORMAT_NAMES
+
+    r = client.get("/api/limits").json()
+    assert r["accepted"] == f"{FORMAT_NAMES}, up to 1.9 MB"
+    assert r["formats"][-1] == "TIFF" and "image/tiff" in r["mime_types"]
+    refused = client.post("/api/predict", content=b"x" * 2_000_001,
+                          headers={"content-type": "image/png"})  # fmt: skip
+    assert refused.json()["detail"].endswith("over the 1.9 MB limit")
+    fake = client.post("/api/predict", files={"file": ("a.png", b"not a png", "image/png")})
+    assert f"({FORMAT_NAMES} are read)" in fake.json()["detail"]

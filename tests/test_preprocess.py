@@ -122,6 +122,26 @@ def test_malformed_input_gives_a_clear_error(bad, words):
         preprocess(bad)
 
 
+def test_an_empty_file_and_empty_bytes_get_the_same_words(tmp_path):
+    (tmp_path / "blank.png").write_bytes(b"")
+    with pytest.raises(ImageError) as by_path:
+        preprocess(tmp_path / "blank.png")
+    with pytest.raises(ImageError) as by_bytes:
+        preprocess(b"")
+    assert str(by_path.value) == f"{tmp_path / 'blank.png'} is empty (0 bytes)"
+    assert str(by_bytes.value) == "The uploaded image is empty (0 bytes)"
+
+
+def test_sizes_and_limits_are_said_in_the_units_people_read():
+    from digitrec.preprocess import MAX_IMAGE_BYTES, over_limit, size_text
+
+    assert [size_text(n) for n in (300, 2048, 1536 * 1024, MAX_IMAGE_BYTES)] == [
+        "300 bytes", "2 KB", "1.5 MB", "10 MB"]  # fmt: skip
+    said = over_limit("x.png", 12 * 2**20, MAX_IMAGE_BYTES)
+    assert said == "x.png is 12 MB, over the 10 MB limit"
+    assert over_limit("the body", None, MAX_IMAGE_BYTES) == "the body is over the 10 MB limit"
+
+
 def test_truncated_png():
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(buf, "PNG")

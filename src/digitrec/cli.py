@@ -949,15 +949,13 @@ def cmd_correct(args) -> int:
 
 
 def _image_bytes(path: str) -> bytes:
-    from digitrec.preprocess import MAX_IMAGE_BYTES
+    from digitrec.preprocess import MAX_IMAGE_BYTES, over_limit
 
     p = Path(path)
     if not p.is_file():
         raise DigitrecError(f"{path}: no such file")
     if (size := p.stat().st_size) > MAX_IMAGE_BYTES:
-        raise DigitrecError(
-            f"{path} is {size:,} bytes, over the {MAX_IMAGE_BYTES // 2**20} MB limit"
-        )
+        raise DigitrecError(over_limit(path, size, MAX_IMAGE_BYTES))
     return p.read_bytes()
 
 

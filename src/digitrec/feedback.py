@@ -29,7 +29,7 @@ from PIL import Image
 from digitrec.errors import DigitrecError
 from digitrec.files import write_bytes, write_text
 from digitrec.home import digitrec_home
-from digitrec.preprocess import MAX_IMAGE_BYTES
+from digitrec.preprocess import MAX_IMAGE_BYTES, over_limit
 from digitrec.records import now
 
 FEEDBACK_URL_ENV = "DIGITREC_FEEDBACK_URL"
@@ -82,10 +82,7 @@ class Correction:
         if self.source not in SOURCES:
             raise FeedbackError(f"source {self.source!r}: one of {', '.join(SOURCES)}")
         if self.original is not None and len(self.original) > MAX_IMAGE_BYTES:
-            raise FeedbackError(
-                f"the image is {len(self.original):,} bytes, over the "
-                f"{MAX_IMAGE_BYTES // 2**20} MB limit"
-            )
+            raise FeedbackError(over_limit("the image", len(self.original), MAX_IMAGE_BYTES))
         self.image = np.asarray(self.image, np.float32).reshape(28, 28)
 
     @property

@@ -31,7 +31,10 @@ from digitrec.preprocess.decode import (  # noqa: F401
     decode,
     drop_unused_channels,
     eight_bit,
+    empty,
     flatten,
+    over_limit,
+    size_text,
     upright,
 )
 from digitrec.preprocess.ink import (  # noqa: F401

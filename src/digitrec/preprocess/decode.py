@@ -52,6 +52,26 @@ PIL_FORMATS = [f.pil for f in FORMATS]
 FORMAT_NAMES = ", ".join(f.name for f in FORMATS[:-1]) + f" and {FORMATS[-1].name}"
 
 
+def size_text(n: int) -> str:
+    """A size as people read it: 10 MB, 512 KB, 300 bytes (binary units, as the limits)."""
+    for unit, k in (("MB", 2**20), ("KB", 2**10)):
+        if n >= k:
+            v = n / k
+            return f"{v:.0f} {unit}" if v >= 10 or v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def over_limit(what: str, size: int | None, limit: int) -> str:
+    """The one wording of a refused size: the CLI's, the server's and the store's."""
+    if size is None or size_text(size) == size_text(limit):
+        return f"{what} is over the {size_text(limit)} limit"
+    return f"{what} is {size_text(size)}, over the {size_text(limit)} limit"
+
+
+def empty(name: str) -> str:
+    return f"{name} is empty (0 bytes)"
+
+
 # The files front ends offer to open (a folder given to `predict`, the GUI's file dialog).
 IMAGE_SUFFIXES = tuple(s for f in FORMATS for s in f.suffixes)
 
@@ -97,14 +117,16 @@ def decode(
             budget.take((src.shape[1], src.shape[0]), "array")
         img = _from_array(src, limit)
     else:
-        name = "The uploaded data" if isinstance(src, (bytes, bytearray)) else str(src)
+        name = "The uploaded image" if isinstance(src, (bytes, bytearray)) else str(src)
         if isinstance(src, (bytes, bytearray)):
             if not src:
-                raise ImageError("The image is empty (0 bytes)")
+                raise ImageError(empty(name))
             fh: Any = io.BytesIO(src)
         else:
             if not Path(src).is_file():
                 raise ImageError(f"{src}: no such file")
+            if Path(src).stat().st_size == 0:
+                raise ImageError(empty(name))
             fh = src
         try:
             img = Image.open(fh, formats=PIL_FORMATS)

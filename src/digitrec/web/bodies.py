@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from digitrec.preprocess import over_limit
 from digitrec.web.settings import Limits
 
 
@@ -58,7 +59,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BadRequest(413, f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+        raise BadRequest(413, over_limit("the body", int(declared), limit))
     return b"".join([chunk async for chunk in limited_stream(request, limit)])
 
 
@@ -69,7 +70,7 @@ async def limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, 
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BadRequest(413, f"the body is over the {limit:,}-byte limit")
+            raise BadRequest(413, over_limit("the body", None, limit))
         yield chunk
 
 
@@ -117,7 +118,7 @@ async def items_from(request: Request, batch: bool, limits: Limits) -> list[byte
     if ctype == "multipart/form-data":
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise BadRequest(413, f"the upload is over the {limits.max_body_bytes:,}-byte limit")
+            raise BadRequest(413, over_limit("the upload", int(declared), limits.max_body_bytes))
         form = await read_form(request, limits)
         try:
             field = "files" if batch else "file"

@@ -21,7 +21,7 @@ from PIL import Image
 from digitrec.errors import CheckpointError, DigitrecError, ImageError, ImageTooLarge
 from digitrec.feedback import FeedbackError, FeedbackStore, correction_of
 from digitrec.predictor import Prediction, Predictor
-from digitrec.preprocess import PixelBudget
+from digitrec.preprocess import FORMAT_NAMES, FORMATS, PixelBudget, size_text
 from digitrec.reading import read
 from digitrec.web import live
 from digitrec.web.bodies import BadRequest, correction_from, items_from
@@ -262,6 +262,19 @@ async def model(p: PredictorDep) -> dict[str, Any]:
         "not_a_digit": {"detector": d.path.name if d.path else None, "threshold": d.threshold}
         if (d := p.not_digit_detector())
         else None,
+    }
+
+
+@router.get("/api/limits", summary="What the server accepts")
+async def accepts(limits: LimitsDep) -> dict[str, Any]:
+    """The formats and sizes every endpoint takes, in words the page shows as they are."""
+    return {
+        "formats": [f.name for f in FORMATS],
+        "mime_types": [f.mime for f in FORMATS],
+        "accepted": f"{FORMAT_NAMES}, up to {size_text(limits.max_body_bytes)}",
+        "max_body_bytes": limits.max_body_bytes,
+        "max_pixels": limits.max_pixels,
+        "max_batch": limits.max_batch,
     }
 
 
