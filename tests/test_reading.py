@@ -145,3 +145,16 @@ def test_a_damaged_line_model_is_a_503_naming_the_file_and_spares_lines_apart(tm
         assert r.status_code == 503 and "m.lines.safetensors" in r.json()["detail"], r.text
         apart = c.post("/api/read", content=encode(compose(glyphs, ["42"])[0]), **png)
         assert apart.status_code == 200 and apart.json()["text"] == "42"
+
+
+def test_a_line_the_line_model_reads_nothing_in_is_an_answer_not_an_error(mnist):
+    """A 7 scribbled in touching horizontal strokes (as the page's tests draw digits):
+    the line model finds no character in it; that was a 500 from /api/read."""
+    from strokes import ink_runs
+
+    img = Image.new("L", (128, 128), 255)
+    pen, cell = ImageDraw.Draw(img), 128 / 28
+    for r, c0, c1 in ink_runs(mnist.test_images[0].numpy()):
+        pen.line([(c0 * cell, r * cell), (c1 * cell, r * cell)], fill=17, width=9)
+    reading = read(Predictor.load(), img)  # raised before
+    assert len(reading.chars) == len(reading.text.replace("\n", ""))

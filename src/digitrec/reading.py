@@ -214,6 +214,8 @@ def read_line(model: LineModel, ink: InkMap, line: Line) -> list[tuple[Box, np.n
         x = torch.from_numpy(li.image)[None, None].to(device)
         probs = torch.softmax(model(x)[0].float(), 0).T.cpu().numpy()  # (columns, classes)
     runs = ctc_runs(probs.argmax(1))
+    if not runs:  # the line model read no character in this ink
+        return []
     # A column covers two of the image's pixels: its centre is 2t + 1.
     centres = [li.x0 + (2 * float(np.mean(ts)) + 1) / li.scale for _, ts in runs]
     (y0, _, x0, x1), mask = li.box, li.mask
