@@ -29,7 +29,9 @@ def run(script: str, *args: str, timeout: float = 600) -> str:
     return r.stdout
 
 
-@pytest.mark.parametrize("script", [*BENCHMARKS, "../tools/ship_default_model.py"])
+@pytest.mark.parametrize(
+    "script", [*BENCHMARKS, "../tools/ship_default_model.py", "../tools/make_examples.py"]
+)
 def test_every_benchmark_and_tool_explains_itself(script):
     path = ROOT / "benchmarks" / script
     r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,

@@ -4,18 +4,72 @@
 
 const canvas = document.getElementById("canvas");
 const ctx = canvas.getContext("2d");
-const $ = (id) => document.getElementById(id);
-const strokes = [];          // each stroke: array of [x, y] in canvas pixels
-let current = null;          // the stroke being drawn
-let inflight = false, queued = false, lastSent = 0;
-let mode = "digit";          // "digit" or "number"
-let photo = null;            // an uploaded image shown on the canvas in number mode
 const overlay = document.getElementById("overlay");
 const octx = overlay.getContext("2d");
+const $ = (id) => document.getElementById(id);
 const LIVE_MS = 150;         // at most one request per 150 ms while drawing
 
+// What is on the pad, as data: strokes in units of the canvas's height (so a resize redraws
+// them scaled, never cropped), or an uploaded picture. Every change is a new doc; undo and
+// redo move docs between the two stacks. A stroke: { w: its pen (PENS), points: [[x, y]] }.
+const EMPTY = { strokes: [], upload: null };
+let doc = EMPTY;
+const past = [], future = [];
+let mode = "digit";          // "digit" or "number"
+let tool = "normal";         // a pen (PENS) or "eraser"
+let current = null;          // the stroke being drawn, or the doc an erasing started from
+let inflight = false, queued = false, lastSent = 0;
+let reading = null;          // the last number read, to box it again after a resize
+
+const PENS = { thin: 0.5, normal: 1, thick: 1.7 };  // the screen's pen, times the normal one
+const STEP = 0.01;           // the eraser cuts strokes at a point every 1% of the height
+const ERASER = 0.06;         // the eraser's radius, in canvas heights
+
+function setDoc(next) {
+  past.push(doc);
+  future.length = 0;
+  doc = next;
+  changed();
+}
+
+function undo() {
+  if (!past.length) return;
+  future.push(doc);
+  doc = past.pop();
+  changed();
+}
+
+function redo() {
+  if (!future.length) return;
+  past.push(doc);
+  doc = future.pop();
+  changed();
+}
+
+function clearAll() {
+  if (doc.strokes.length || doc.upload) setDoc(EMPTY);
+}
+
+// The pad and the answer follow the doc: one state whatever led to it.
+function changed() {
+  $("undo").disabled = !past.length;
+  $("redo").disabled = !future.length;
+  $("clear").disabled = !doc.strokes.length && !doc.upload;
+  showUpload();
+  redraw();
+  answer();
+}
+
+function answer() {
+  if (doc.upload) sendUpload(doc.upload);
+  else if (doc.strokes.length) predictCanvas();
+  else showEmpty();
+}
+
+// ------------------------------------------------------------------ drawing
+
 // The canvas keeps a drawing buffer scaled to the device's pixel ratio, so lines are
-// sharp on HiDPI screens; coordinates are stored in CSS pixels.
+// sharp on HiDPI screens; coordinates are in CSS pixels.
 function fitCanvas() {
   const ratio = window.devicePixelRatio || 1;
   const { width, height } = canvas.getBoundingClientRect();
@@ -26,32 +80,46 @@ function fitCanvas() {
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   octx.setTransform(ratio, 0, 0, ratio, 0, 0);
   redraw();
+  boxes(mode === "number" ? reading : null);
+}
+
+function side() {
+  return canvas.getBoundingClientRect().height;
 }
 
 function brushWidth() {
   // MNIST-like pen for a digit as tall as the pad
-  return canvas.getBoundingClientRect().height / 14;
+  return side() / 14;
+}
+
+function colors() {
+  const css = getComputedStyle(document.documentElement);
+  return { paper: css.getPropertyValue("--paper").trim() || "#fff",
+           pen: css.getPropertyValue("--pen").trim() || "#111" };
 }
 
 function redraw() {
-  paint(ctx, brushWidth());
+  const normal = brushWidth();
+  paint(ctx, (s) => normal * PENS[s.w], colors());
 }
 
-// The photo (if any) and the strokes on white, in CSS pixels, with a pen ``pen`` wide.
-function paint(c, pen) {
+// The picture (in number mode) and the strokes, in CSS pixels, each stroke ``penOf`` wide.
+function paint(c, penOf, { paper, pen }) {
   const { width, height } = canvas.getBoundingClientRect();
-  c.fillStyle = "#fff";
+  c.fillStyle = paper;
   c.fillRect(0, 0, width, height);
+  const photo = mode === "number" && doc.upload && doc.upload.img;
   if (photo) {
-    const g = photoFit();
+    const g = photoFit(photo);
     c.drawImage(photo, g.ox, g.oy, photo.width * g.k, photo.height * g.k);
   }
-  c.strokeStyle = "#111";
-  c.fillStyle = "#111";
+  c.strokeStyle = c.fillStyle = pen;
   c.lineCap = "round";
   c.lineJoin = "round";
-  c.lineWidth = pen;
-  for (const s of strokes) drawStroke(c, s);
+  for (const s of doc.strokes) {
+    c.lineWidth = penOf(s);
+    drawStroke(c, s.points.map(([x, y]) => [x * height, y * height]));
+  }
 }
 
 function drawStroke(c, points) {
@@ -74,88 +142,153 @@ function drawStroke(c, points) {
 }
 
 // The pen a drawing is read with: a share of its strokes' extent (a digit's longer side, a
-// number's height), never wider than the screen's pen nor under 2 px: a 60 px 3 drawn with
-// the fat pen would reach the model as a blob of an 8. The desktop app's is the same
-// (gui.POSTED_PEN).
+// number's height), never wider than the normal pen nor under 2 px, whichever pen drew it:
+// a 60 px 3 drawn with the fat pen would reach the model as a blob of an 8. The desktop
+// app's is the same (gui.POSTED_PEN).
 const POSTED_PEN = 0.12;
 function postedPen() {
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-  for (const s of strokes) {
-    for (const [x, y] of s) {
+  for (const s of doc.strokes) {
+    for (const [x, y] of s.points) {
       x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
     }
   }
-  const extent = mode === "number" ? y1 - y0 : Math.max(x1 - x0, y1 - y0);
+  const extent = (mode === "number" ? y1 - y0 : Math.max(x1 - x0, y1 - y0)) * side();
   return Math.min(brushWidth(), Math.max(2, POSTED_PEN * extent));
 }
 
 function point(e) {
   const r = canvas.getBoundingClientRect();
-  return [e.clientX - r.left, e.clientY - r.top];
+  return [(e.clientX - r.left) / r.height, (e.clientY - r.top) / r.height];
+}
+
+// A stroke's points with one every STEP between them, so the eraser can cut anywhere.
+function dense(points) {
+  const out = [points[0]];
+  for (let i = 1; i < points.length; i++) {
+    const [a, b] = [points[i - 1], points[i]];
+    const n = Math.floor(Math.hypot(b[0] - a[0], b[1] - a[1]) / STEP);
+    for (let j = 1; j <= n; j++) out.push([a[0] + (b[0] - a[0]) * j / (n + 1), a[1] + (b[1] - a[1]) * j / (n + 1)]);
+    out.push(b);
+  }
+  return out;
+}
+
+function near(p, at) {
+  return Math.hypot(p[0] - at[0], p[1] - at[1]) < ERASER;
+}
+
+// Every stroke the eraser reaches, with its points within reach taken out, split where they
+// were; the others as they are (drawn as they were: their points are the pointer's).
+function erase(strokes, at) {
+  const out = [];
+  for (const s of strokes) {
+    const points = dense(s.points);
+    if (!points.some((p) => near(p, at))) { out.push(s); continue; }
+    let run = [];
+    points.forEach((p, i) => {
+      const gone = near(p, at);
+      if (!gone) run.push(p);
+      if ((gone || i === points.length - 1) && run.length) {
+        if (run.length > 1) out.push({ w: s.w, points: run });
+        run = [];
+      }
+    });
+  }
+  return out;
 }
 
 canvas.addEventListener("pointerdown", (e) => {
   e.preventDefault();
   canvas.setPointerCapture(e.pointerId);
-  current = [point(e)];
-  strokes.push(current);
-  hideThumb();
-  photo = null;  // drawing starts afresh over an uploaded photo
+  if (tool === "eraser") {
+    current = { from: doc, last: point(e) };
+    rub(current.last, current.last);
+  } else {
+    current = { w: tool, points: [point(e)] };
+    // a stroke over an uploaded picture starts a new drawing (undo brings the picture back)
+    past.push(doc);
+    future.length = 0;
+    doc = { strokes: [...(doc.upload ? [] : doc.strokes), current], upload: null };
+    showUpload();
+  }
   redraw();
 });
 canvas.addEventListener("pointermove", (e) => {
   if (!current) return;
   const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-  for (const ev of events) current.push(point(ev));
+  for (const ev of events) {
+    const p = point(ev);
+    if (current.from) rub(current.last, p); else current.points.push(p);
+  }
   redraw();
-  if (Date.now() - lastSent > LIVE_MS) predictCanvas();
+  if (Date.now() - lastSent > LIVE_MS && doc.strokes.length) predictCanvas();
 });
+
+// Erasing from one pointer position to the next, at every half radius: a quick rub leaves
+// no gaps.
+function rub(from, to) {
+  const n = Math.max(1, Math.ceil(Math.hypot(to[0] - from[0], to[1] - from[1]) / (ERASER / 2)));
+  let strokes = doc.strokes;
+  for (let i = 1; i <= n; i++) {
+    strokes = erase(strokes, [from[0] + (to[0] - from[0]) * i / n, from[1] + (to[1] - from[1]) * i / n]);
+  }
+  doc = { strokes, upload: doc.upload };
+  current.last = to;
+}
+
 function endStroke() {
   if (!current) return;
+  const from = current.from;
   current = null;
-  predictCanvas();
+  if (!from) { changed(); return; }
+  const erased = doc;
+  doc = from;
+  const same = erased.strokes.length === from.strokes.length &&
+    erased.strokes.every((s, i) => s === from.strokes[i]);
+  if (same) redraw(); else setDoc(erased);
 }
 canvas.addEventListener("pointerup", endStroke);
 canvas.addEventListener("pointercancel", endStroke);
 
-function clearAll() {
-  strokes.length = 0;
-  photo = null;
-  redraw();
-  hideThumb();
-  showEmpty();
-}
-function undo() {
-  strokes.pop();
-  photo = null;
-  redraw();
-  if (strokes.length) predictCanvas(); else showEmpty();
-}
 $("clear").addEventListener("click", clearAll);
 $("undo").addEventListener("click", undo);
+$("redo").addEventListener("click", redo);
 document.addEventListener("keydown", (e) => {
+  const key = e.key.toLowerCase(), cmd = e.ctrlKey || e.metaKey;
   if (e.key === "Escape") { e.preventDefault(); clearAll(); }
-  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); }
+  else if (cmd && (key === "y" || (key === "z" && e.shiftKey))) { e.preventDefault(); redo(); }
+  else if (cmd && key === "z") { e.preventDefault(); undo(); }
 });
+document.querySelectorAll("input[name=pen]").forEach((el) => el.addEventListener("change", () => {
+  tool = el.value;
+  canvas.classList.toggle("erasing", tool === "eraser");
+}));
 
 // ---------------------------------------------------------------- predictions
 
 function predictCanvas() {
-  if (!strokes.length) return;
+  if (!doc.strokes.length) return;
   if (inflight) { queued = true; return; }  // the newest drawing goes out when this one returns
   busy(true);
   lastSent = Date.now();
   sendable().toBlob(async (blob) => {
-    await send(blob, "image/png");
-    busy(false);
-    if (queued) { queued = false; predictCanvas(); }
+    if (doc.strokes.length) await send(blob, "image/png");  // else cleared meanwhile
+    done();
   }, "image/png");
 }
 
-// What goes to the server: the strokes drawn again with the pen they are read with, at no
-// more than the size the server works at, preprocess.WORK_SIDE for a digit and
-// reading.READ_SIDE for a number. A HiDPI buffer (1080 px on a phone) is a PNG the server
-// takes tens of milliseconds to decode, only to shrink it first (docs/results.md#measured).
+// An answer is in: the newest state goes out if it changed meanwhile.
+function done() {
+  inflight = false;
+  if (queued) { queued = false; answer(); }
+  if (!inflight) busy(false);
+}
+
+// What goes to the server: the strokes drawn again, dark on white, with the pen they are
+// read with, at no more than the size the server works at, preprocess.WORK_SIDE for a digit
+// and reading.READ_SIDE for a number. A HiDPI buffer (1080 px on a phone) is a PNG the
+// server takes tens of milliseconds to decode, only to shrink it first.
 const SEND_PX = { digit: 128, number: 1024 };
 const sendCanvas = document.createElement("canvas");
 function sendable() {
@@ -165,7 +298,8 @@ function sendable() {
   sendCanvas.height = Math.round(height * k);
   const c = sendCanvas.getContext("2d");
   c.setTransform(k, 0, 0, k, 0, 0);
-  paint(c, postedPen());
+  const pen = postedPen();
+  paint(c, () => pen, { paper: "#fff", pen: "#111" });
   return sendCanvas;
 }
 
@@ -176,22 +310,26 @@ function busy(on) {
 }
 
 async function send(body, type) {
+  const asked = doc;
   try {
     const headers = type ? { "Content-Type": type } : {};  // FormData sets its own boundary
-    const asked = mode;
-    const url = asked === "number" ? "/api/read" : "/api/predict";
+    const askedMode = mode;
+    const url = askedMode === "number" ? "/api/read" : "/api/predict";
     const res = await fetch(url, { method: "POST", headers, body });
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(data.detail || `the server answered ${res.status}`);
-    if (asked !== mode) return;  // the mode changed meanwhile: this answer is for neither
-    if (asked === "number") showReading(data); else show(data, { body, type });
+    if (askedMode !== mode) return;  // the mode changed meanwhile: this answer is for neither
+    if (askedMode === "number") showReading(data); else show(data, { body, type });
+    if (askedMode === "digit") await severalDigits(data, body, type, asked);
   } catch (err) {
+    if (asked !== doc && !doc.strokes.length && !doc.upload) return;  // cleared meanwhile
     showError(err.message === "Failed to fetch" ? "The server cannot be reached." : err.message);
   }
 }
 
 function show(r, input) {
   $("error").hidden = true;
+  $("several").hidden = true;
   offerCorrection(r, input);
   $("seen").src = "data:image/png;base64," + r.image;
   const digit = $("digit");
@@ -216,6 +354,21 @@ function show(r, input) {
   bars(r.probabilities);
 }
 
+// One digit is read at a time: an answer that is not a sure digit is asked of the number
+// reader too, and when that finds several digits the page says so and offers to read them.
+async function severalDigits(r, body, type, asked) {
+  if (r.blank || (!r.not_a_digit && !r.uncertain)) return;
+  const headers = type ? { "Content-Type": type } : {};
+  const res = await fetch("/api/read", { method: "POST", headers, body }).catch(() => null);
+  const read = res && res.ok ? await res.json() : null;
+  const digits = read && !read.blank && !read.uncertain ? read.digits.filter((c) => c.probabilities) : [];
+  if (digits.length < 2 || asked !== doc || mode !== "digit") return;
+  $("severalsaid").textContent =
+    `This looks like ${digits.length} digits (${read.text.trim()}); one digit is read at a time here.`;
+  $("several").hidden = false;
+}
+$("asnumber").addEventListener("click", () => switchMode("number"));
+
 // The two likeliest digits, as the CLI and the window say them: "4 (55%) or 9 (40%)".
 function candidates(probs) {
   const [a, b] = probs.map((p, d) => [p, d]).sort((x, y) => y[0] - x[0]);
@@ -229,9 +382,10 @@ function bars(probs) {
   list.innerHTML = "";
   probs.forEach((p, d) => {
     const li = document.createElement("li");
+    const pct = `${(p * 100).toFixed(1)}%`;
     if (d === top && p > 0) li.className = "top";
     li.setAttribute("aria-label", `${d}: ${(p * 100).toFixed(1)} percent`);
-    li.innerHTML = `<span>${d}</span><span class="track"><span class="fill" style="width:${(p * 100).toFixed(1)}%"></span></span><span class="pct">${(p * 100).toFixed(1)}%</span>`;
+    li.innerHTML = `<span>${d}</span><span class="track"><span class="fill" style="width:${pct};--p:${pct}"></span></span><span class="pct">${pct}</span>`;
     list.appendChild(li);
   });
 }
@@ -290,8 +444,8 @@ function post(url, init) {
 
 // ------------------------------------------------------------------ numbers
 
-// Where an uploaded photo sits on the canvas: scaled to fit, centred.
-function photoFit() {
+// Where an uploaded picture sits on the canvas: scaled to fit, centred.
+function photoFit(photo) {
   const { width, height } = canvas.getBoundingClientRect();
   const k = Math.min(width / photo.width, height / photo.height);
   return { k, ox: (width - photo.width * k) / 2, oy: (height - photo.height * k) / 2 };
@@ -299,6 +453,7 @@ function photoFit() {
 
 function showReading(r) {
   $("error").hidden = true;
+  reading = r;
   const number = $("number");
   number.textContent = r.blank ? "?" : r.text;
   number.classList.toggle("unsure", r.uncertain);
@@ -319,12 +474,13 @@ function showReading(r) {
   boxes(r);
 }
 
-// Each character's box over the drawing or the photo, from the source's pixels.
+// Each character's box over the drawing or the picture, from the source's pixels.
 function boxes(r) {
   const { width, height } = canvas.getBoundingClientRect();
   octx.clearRect(0, 0, width, height);
   if (!r || r.blank) return;
-  const g = photo ? photoFit() : { k: width / r.source_size[0], ox: 0, oy: 0 };
+  const photo = doc.upload && doc.upload.img;
+  const g = photo ? photoFit(photo) : { k: width / r.source_size[0], ox: 0, oy: 0 };
   octx.lineWidth = 2;
   octx.font = "600 13px system-ui, sans-serif";
   for (const c of r.digits) {
@@ -337,25 +493,42 @@ function boxes(r) {
   }
 }
 
-function setMode(next) {
+// A new mode keeps what is on the pad: the picture, or the strokes centred on the new
+// canvas (shrunk to fit when a number goes to the square one). Undo starts afresh.
+function switchMode(next) {
+  const before = canvas.getBoundingClientRect();
   mode = next;
+  document.querySelector(`input[name=mode][value=${next}]`).checked = true;
   document.body.classList.toggle("number-mode", mode === "number");
   $("numberanswer").hidden = mode !== "number";
   canvas.setAttribute("aria-label", mode === "number"
     ? "Drawing canvas: write a number with the mouse, a pen or a finger"
     : "Drawing canvas: draw one digit with the mouse, a pen or a finger");
-  strokes.length = 0;
-  photo = null;
-  hideThumb();
+  reading = null;
   fitCanvas();
-  showEmpty();
+  const after = canvas.getBoundingClientRect();
+  doc = { strokes: recentred(doc.strokes, before.width / before.height, after.width / after.height),
+          upload: doc.upload };
+  past.length = future.length = 0;
+  changed();
 }
 document.querySelectorAll("input[name=mode]").forEach((el) =>
-  el.addEventListener("change", () => setMode(el.value)));
+  el.addEventListener("change", () => switchMode(el.value)));
+
+function recentred(strokes, fromAspect, toAspect) {
+  if (!strokes.length) return strokes;
+  const xs = strokes.flatMap((s) => s.points.map((p) => p[0]));
+  const x0 = Math.min(...xs), x1 = Math.max(...xs);
+  const k = Math.min(1, (0.9 * toAspect) / Math.max(x1 - x0, 1e-6));
+  const dx = toAspect / 2 - ((x0 + x1) / 2) * k, dy = 0.5 - 0.5 * k;
+  return strokes.map((s) => ({ w: s.w, points: s.points.map(([x, y]) => [x * k + dx, y * k + dy]) }));
+}
 
 function showEmpty() {
+  reading = null;
   boxes(null);
   offerCorrection(null);
+  $("several").hidden = true;
   $("number").textContent = "?";
   $("chars").innerHTML = "";
   $("digit").textContent = "?";
@@ -370,6 +543,7 @@ function showEmpty() {
 function showError(message) {
   showEmpty();  // an old answer beside a new error would be misleading
   $("confidence").textContent = "No answer";
+  $("thumbfig").hidden = true;  // a picture that could not be read cannot be shown either
   const el = $("error");
   el.textContent = message;
   el.hidden = false;
@@ -377,57 +551,108 @@ function showError(message) {
 
 // ------------------------------------------------------------------- uploads
 
-function hideThumb() { $("thumbfig").hidden = true; }
+let accepted = null;  // from /api/limits: "PNG, JPEG, ..., up to 10 MB"
 
-function predictFile(file) {
-  if (!file) return;
-  if (file.type && !file.type.startsWith("image/")) {
-    showError(`${file.name} is not a readable image (PNG, JPEG, BMP, GIF, WebP and TIFF are read).`);
-    return;
-  }
-  strokes.length = 0;
-  photo = null;
-  redraw();
-  boxes(null);
-  const url = URL.createObjectURL(file);
-  if (mode === "number") {  // the photo on the canvas, the boxes over it
-    const img = new Image();
-    img.onload = () => { photo = img; redraw(); };
-    img.src = url;
-  } else {
-    $("thumb").src = url;
-    $("thumbcap").textContent = file.name || "pasted image";
-    $("thumbfig").hidden = false;
-  }
-  const form = new FormData();
-  form.append("file", file, file.name || "pasted.png");
-  busy(true);
-  send(form).finally(() => {
-    busy(false);
-    if (!$("error").hidden) hideThumb();  // the file could not be shown either
-  });
+// The uploaded picture: as a thumbnail beside the answer for one digit, on the canvas
+// (boxed) for a number.
+function showUpload() {
+  const up = doc.upload;
+  $("thumbfig").hidden = !up || mode === "number";
+  if (!up) return;
+  $("thumb").src = up.url;
+  $("thumbcap").textContent = up.name;
+  $("thumbcap").title = up.name;  // the whole name on hover; the caption ellipsizes it
 }
 
-$("file").addEventListener("change", (e) => { predictFile(e.target.files[0]); e.target.value = ""; });
-canvas.addEventListener("dragover", (e) => { e.preventDefault(); canvas.classList.add("dragover"); });
-canvas.addEventListener("dragleave", () => canvas.classList.remove("dragover"));
-canvas.addEventListener("drop", (e) => {
+function openFile(file) {
+  if (!file) return;
+  const name = file.name || "pasted picture";
+  if (file.type && !file.type.startsWith("image/")) {
+    const what = accepted ? ` (${accepted.formats})` : "";
+    setDoc(doc);  // keeps the pad; the error replaces the answer
+    showError(`${name} is not a picture digitrec reads${what}.`);
+    return;
+  }
+  const up = { file, name, url: URL.createObjectURL(file), img: null };
+  const img = new Image();
+  img.onload = () => { up.img = img; if (doc.upload === up) { redraw(); boxes(reading); } };
+  img.src = up.url;
+  setDoc({ strokes: [], upload: up });
+}
+
+function sendUpload(up) {
+  const form = new FormData();
+  form.append("file", up.file, up.name);
+  if (inflight) { queued = true; return; }
+  busy(true);
+  send(form).finally(done);
+}
+
+$("file").addEventListener("change", (e) => { openFile(e.target.files[0]); e.target.value = ""; });
+$("camera").addEventListener("change", (e) => { openFile(e.target.files[0]); e.target.value = ""; });
+// A picture dropped anywhere on the page is read, never opened by the browser in its place.
+let dragDepth = 0;
+document.addEventListener("dragenter", (e) => {
   e.preventDefault();
-  canvas.classList.remove("dragover");
-  predictFile(e.dataTransfer.files[0]);
+  dragDepth++;
+  document.body.classList.add("dragover");
+});
+document.addEventListener("dragleave", () => {
+  if (--dragDepth <= 0) { dragDepth = 0; document.body.classList.remove("dragover"); }
+});
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  document.body.classList.remove("dragover");
+  openFile(e.dataTransfer.files[0]);
 });
 document.addEventListener("paste", (e) => {
   const item = [...(e.clipboardData || {}).items || []].find((i) => i.type.startsWith("image/"));
-  if (item) predictFile(item.getAsFile());
+  if (item) openFile(item.getAsFile());
 });
+
+// Examples to click: what the page does, before drawing anything.
+async function showExamples() {
+  const list = await fetch("/static/examples/examples.json").then((r) => r.json()).catch(() => []);
+  const box = $("examplelist");
+  for (const ex of list) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.title = ex.title;
+    b.dataset.mode = ex.mode;
+    b.innerHTML = `<img src="/static/examples/${ex.file}" alt="${ex.title}">`;
+    b.addEventListener("click", async () => {
+      const blob = await fetch(`/static/examples/${ex.file}`).then((r) => r.blob());
+      if (mode !== ex.mode) switchMode(ex.mode);
+      openFile(new File([blob], ex.file, { type: blob.type }));
+    });
+    box.appendChild(b);
+  }
+  $("examples").hidden = !list.length;
+}
 
 // ---------------------------------------------------------------------- start
 
+// Touch screens get touch hints and a camera button; mice and keyboards get shortcuts.
+const touch = matchMedia("(pointer: coarse)").matches;
+document.body.classList.toggle("touch", touch);
 fetch("/api/model").then((r) => r.json()).then((m) => {
   const acc = m.test_accuracy ? `, test accuracy ${(m.test_accuracy * 100).toFixed(2)}%` : "";
   const runtime = m.backend.startsWith("onnx") ? `, ONNX Runtime${m.backend.slice(4)}` : ", PyTorch";
   $("model").textContent = `model ${m.name} (${m.source})${acc}${runtime}`;
 }).catch(() => { $("model").textContent = "model unavailable"; });
-window.addEventListener("resize", fitCanvas);
+fetch("/api/limits").then((r) => r.json()).then((l) => {
+  accepted = { formats: l.formats.slice(0, -1).join(", ") + ` and ${l.formats.at(-1)} are read` };
+  $("accepts").textContent = `Pictures: ${l.accepted}.`;
+}).catch(() => {});
+let resizing = 0;
+window.addEventListener("resize", () => {
+  fitCanvas();
+  clearTimeout(resizing);  // the answer again once the size settles: it is of what is shown
+  resizing = setTimeout(() => { if (doc.strokes.length) answer(); }, 200);
+});
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redraw);
 fitCanvas();
 showEmpty();
+showExamples();
