@@ -318,6 +318,10 @@ def test_undo_clear_open_save_and_a_bad_model(app, mnist, tmp_path, display):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     app.open_image(tmp_path / "junk.png")
     wait_for(app, lambda: "not a readable image" in app.message.cget("text"))
+    app.root.event_generate("<Escape>")  # clears the answer, its image and the error line
+    app.root.update()
+    assert (app.message.cget("text"), app.thumb.cget("text"), app.prediction) == ("", "", None)
+    assert [str(i) for i in app.seen.cget("image")] == [str(app._images["empty"])]
 
     status = app.status.cget("text")
     app.load_model(tmp_path / "missing.safetensors")
@@ -333,7 +337,7 @@ def test_an_answer_to_a_drawing_cleared_since_is_not_shown(app, mnist):
     wait_for(app, lambda: app.worker.idle)
     app.root.update()
     assert app.prediction is None and app.root.title() == "digitrec"
-    assert app.digit.cget("text") == "–"
+    assert app.digit.cget("text") == "?"
 
 
 def write_with_events(app, text: str) -> None:
@@ -500,3 +504,28 @@ def test_digitrec_gui_in_a_real_window_with_xdotool(display, mnist, tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert "Traceback" not in out, out
+
+
+@pytest.mark.slow
+def test_each_action_leaves_one_state_in_a_themed_window(app, mnist, tmp_path, display):
+    """Opening an image replaces the drawing; drawing replaces the opened image; the
+    widgets are ttk's, in the platform's theme."""
+    from tkinter import ttk
+
+    from digitrec.gui import THEMES
+
+    assert ttk.Style(app.root).theme_use() in THEMES
+    assert app.root.nametowidget("buttons").winfo_class() == "TFrame"
+    assert [str(i) for i in app.seen.cget("image")] == [str(app._images["empty"])]  # an empty frame
+    screenshot(display, "gui-empty.png", (0, 0, 820, 620))
+    buttons = app.root.nametowidget("buttons")
+    assert app.seen.winfo_rooty() + app.seen.winfo_height() <= buttons.winfo_rooty()  # whole
+    draw_with_events(app, mnist.test_images[0].numpy())  # a 7
+    settled(app)
+    path = tmp_path / "two.png"
+    Image.fromarray(255 - mnist.test_images[1].numpy()).resize((140, 140)).save(path)
+    app.open_image(path)
+    wait_for(app, lambda: app.worker.idle and app.prediction.digit == 2)
+    assert app.drawing.empty and not app.canvas.find_all() and "two.png" in app.thumb.cget("text")
+    draw_with_events(app, mnist.test_images[0].numpy())
+    assert settled(app).digit == 7 and app.thumb.cget("text") == ""

@@ -39,7 +39,7 @@ MIN_PEN = 2 / 280  # ... and never thinner than 2 px of the standard pad
 MIN_SIDE = 280  # canvas pixels at Tk's standard 96 dpi; more on HiDPI screens
 LIVE_EVERY = 0.12  # seconds between predictions while a stroke is being drawn
 NUMBER_ASPECT = 3.0  # the canvas's width / height in number mode, as on the web page
-BAR = 17  # px a probability bar's row: ten, the correction row and the 28x28 fit 620 px
+BAR = 16  # px a probability bar's row: ten, the correction row and the 28x28 fit 620 px
 IMAGE_TYPES = [
     ("Images", " ".join(f"*{s} *{s.upper()}" for s in IMAGE_SUFFIXES)),
     ("All files", "*"),
@@ -116,7 +116,7 @@ class Drawing:
 def describe(pred: Prediction, classes: Sequence[str]) -> tuple[str, str]:
     """The big character and the line under it."""
     if pred.blank:
-        return "–", "no digit: draw one, or open an image"
+        return "?", "no digit: draw one, or open an image"
     if pred.not_a_digit:
         return "×", "not a digit: draw one digit, 0 to 9"
     if pred.uncertain:
@@ -127,7 +127,7 @@ def describe(pred: Prediction, classes: Sequence[str]) -> tuple[str, str]:
 def describe_reading(r: Reading) -> tuple[str, str]:
     """The number and the line under it."""
     if r.blank:
-        return "–", "no digits: write a number, or open an image"
+        return "?", "no digits: write a number, or open an image"
     if r.uncertain:
         return r.text, f"not sure of every digit: {r.confidence:.0%}"
     return r.text, f"{r.confidence:.1%} sure of every digit"
@@ -235,6 +235,34 @@ def png_data(img: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+THEMES = ("aqua", "vista", "clam")  # macOS's and Windows' native looks; clam on Linux
+RED, GREEN, AMBER, GREY = "#991b1b", "#166534", "#b45309", "#9ca3af"
+BIG = ("TkDefaultFont", 56, "bold")  # the answer's digit
+
+
+def themed(root: Any) -> Any:
+    """ttk with the platform's native theme (clam where Tk has none: Linux), the root's
+    background matched to it; returns the ttk module."""
+    from tkinter import ttk
+
+    style = ttk.Style(root)
+    style.theme_use(next(t for t in THEMES if t in style.theme_names()))
+    root.configure(background=style.lookup("TFrame", "background"))
+    style.configure("Small.TButton", padding=(2, 0))
+    return ttk
+
+
+def empty_view(side: int = 112) -> Image.Image:
+    """What "the model sees" shows before any answer: an empty dashed frame."""
+    img = Image.new("RGB", (side, side), (243, 244, 246))
+    draw = ImageDraw.Draw(img)
+    for k in range(0, side, 8):  # dashes along the four edges
+        for box in ((k, 0, k + 3, 1), (k, side - 2, k + 3, side - 1),
+                    (0, k, 1, k + 3), (side - 2, k, side - 1, k + 3)):  # fmt: skip
+            draw.rectangle(box, fill=(156, 163, 175))
+    return img
+
+
 class Worker:
     """One background thread. A newer job with the same key replaces a waiting one, so
     live predictions never pile up behind a fast-drawing hand."""
@@ -294,16 +322,18 @@ class App:
         self.reading: Reading | None = None  # the answer in number mode
         self.number = tk.BooleanVar(root, value=False, name="number")
         self.photo: Image.Image | None = None  # an opened image shown on the canvas (number mode)
+        self.opened = False  # an opened image's thumbnail is shown (digit mode)
         self._images: dict[str, Any] = {}  # PhotoImages must stay referenced
 
         dpi_scale = max(1.0, float(root.tk.call("tk", "scaling")) / (96 / 72))
         self.min_side = round(MIN_SIDE * dpi_scale)
+        ttk = self.ttk = themed(root)
         root.title("digitrec")
         root.minsize(self.min_side + 300, self.min_side + 120)
         root.columnconfigure(0, weight=1)
         root.rowconfigure(0, weight=1)
 
-        self.pad = pad = tk.Frame(root, name="pad")
+        self.pad = pad = ttk.Frame(root, name="pad")
         pad.grid(row=0, column=0, sticky="nsew", padx=10, pady=10)
         self.canvas = tk.Canvas(
             pad, name="canvas", width=self.min_side, height=self.min_side, bg="white",
@@ -313,50 +343,52 @@ class App:
         pad.bind("<Configure>", self._fit_canvas)
         pad.configure(width=self.min_side, height=self.min_side)
 
-        side = tk.Frame(root, name="side")
+        side = ttk.Frame(root, name="side")
         side.grid(row=0, column=1, sticky="n", padx=(0, 10), pady=10)
-        modes = tk.Frame(side, name="modes")
+        modes = ttk.Frame(side, name="modes")
         modes.pack()
         for text, value, name in (("One digit", False, "digit"), ("A number", True, "number")):
-            tk.Radiobutton(modes, text=text, variable=self.number, value=value, name=name,
-                           command=self.set_mode).pack(side="left")  # fmt: skip
-        self.digit = tk.Label(side, name="digit", text="–", font=("TkDefaultFont", 64, "bold"))
+            ttk.Radiobutton(modes, text=text, variable=self.number, value=value, name=name,
+                            command=self.set_mode).pack(side="left", padx=4)  # fmt: skip
+        self.digit = ttk.Label(side, name="digit", text="?", foreground=GREY, font=BIG)
         self.digit.pack()
-        self.detail = tk.Label(side, name="detail", text="Draw a digit")
+        self.detail = ttk.Label(side, name="detail", text="Draw a digit")
         self.detail.pack()
-        self.bars = tk.Canvas(side, name="bars", width=230, height=10 * BAR, highlightthickness=0)
+        paper = ttk.Style(root).lookup("TFrame", "background") or "#d9d9d9"
+        self.bars = tk.Canvas(side, name="bars", width=230, height=10 * BAR, highlightthickness=0,
+                              bg=paper)  # fmt: skip
         self.bars.pack(pady=6)
-        self.fix = tk.Frame(side, name="fix")  # "Wrong? It is a ...": a correction
+        self.fix = ttk.Frame(side, name="fix")  # "Wrong? It is a ...": a correction
         self.fix.pack(pady=(0, 4))
-        ask = tk.Frame(self.fix)
+        ask = ttk.Frame(self.fix)
         ask.pack(fill="x")
-        tk.Label(ask, text="Wrong? It is a").pack(side="left")
-        self.right = tk.Button(ask, text="Right", name="right", pady=0,
-                               command=lambda: self.correct(None))  # fmt: skip
+        ttk.Label(ask, text="Wrong? It is a").pack(side="left")
+        self.right = ttk.Button(ask, text="Right", name="right", style="Small.TButton",
+                                command=lambda: self.correct(None))  # fmt: skip
         self.right.pack(side="right")
-        digits = tk.Frame(self.fix)
+        digits = ttk.Frame(self.fix)
         digits.pack()
         self.fix_buttons = [
-            tk.Button(digits, text=str(d), width=1, padx=3, pady=0, name=f"fix{d}",
-                      command=lambda d=d: self.correct(d))
+            ttk.Button(digits, text=str(d), width=2, name=f"fix{d}", style="Small.TButton",
+                       command=lambda d=d: self.correct(d))
             for d in range(10)
         ]  # fmt: skip
         for b in self.fix_buttons:
             b.pack(side="left")
         # The opened image beside what the model saw, not below it: stacked, the panel
         # outgrew a 620 px tall window and the thumbnail was cut off.
-        self.seen_row = row = tk.Frame(side)
+        self.seen_row = row = ttk.Frame(side)
         row.pack(pady=(4, 0))
-        seen = tk.Frame(row)
+        seen = ttk.Frame(row)
         seen.pack(side="left", anchor="n")
-        tk.Label(seen, text="the model sees").pack()
-        self._images["seen"] = tk.PhotoImage(width=112, height=112)  # black until a prediction
-        self.seen = tk.Label(seen, name="seen", image=self._images["seen"], bg="black", bd=0)
+        ttk.Label(seen, text="the model sees").pack()
+        self._images["empty"] = tk.PhotoImage(data=png_data(empty_view()))
+        self.seen = ttk.Label(seen, name="seen", image=self._images["empty"])
         self.seen.pack()
-        self.thumb = tk.Label(row, name="thumb", compound="bottom", wraplength=112)
+        self.thumb = ttk.Label(row, name="thumb", compound="bottom", wraplength=112)
         self.thumb.pack(side="left", anchor="n", padx=(10, 0))
 
-        buttons = tk.Frame(root, name="buttons")
+        buttons = ttk.Frame(root, name="buttons")
         buttons.grid(row=1, column=0, columnspan=2, sticky="w", padx=10)
         for text, command in (
             ("Clear (Esc)", self.clear),
@@ -365,11 +397,12 @@ class App:
             ("Save drawing… (Ctrl+S)", self.ask_save),
             ("Load model…", self.ask_model),
         ):
-            tk.Button(buttons, text=text, command=command).pack(side="left", padx=(0, 6))
-        self.message = tk.Label(root, name="message", fg="#991b1b", anchor="w", justify="left")
-        self.message.grid(row=2, column=0, columnspan=2, sticky="we", padx=10)
-        self.status = tk.Label(root, name="status", text=session.status(), anchor="w",
-                               relief="sunken", bd=1)  # fmt: skip
+            ttk.Button(buttons, text=text, command=command).pack(side="left", padx=(0, 6))
+        self.message = ttk.Label(root, name="message", foreground=RED, anchor="w",
+                                 justify="left", wraplength=780)  # fmt: skip
+        self.message.grid(row=2, column=0, columnspan=2, sticky="we", padx=10, pady=(4, 0))
+        self.status = ttk.Label(root, name="status", text=session.status(), anchor="w",
+                                relief="sunken", padding=(4, 1))  # fmt: skip
         self.status.grid(row=3, column=0, columnspan=2, sticky="we")
 
         self.canvas.bind("<ButtonPress-1>", self._press)
@@ -409,8 +442,9 @@ class App:
         return min(max(event.x / s, 0.0), self.drawing.aspect), min(max(event.y / s, 0.0), 1.0)
 
     def _press(self, event: Any) -> None:
-        if self.photo is not None:  # drawing starts afresh over an opened image
+        if self.photo is not None or self.opened:  # a drawing starts afresh over an image
             self.photo = None
+            self._show_opened(None)
             self._redraw()
         self.drawing.begin(self._norm(event))
         self._paint_dot(self.drawing.strokes[-1][-1])
@@ -470,10 +504,13 @@ class App:
         self._fit(self.pad.winfo_width(), self.pad.winfo_height())
 
     def clear(self) -> None:
+        """Back to the state the window opened in: no drawing, image, answer or message."""
         self.version += 1
         self.drawing.clear()
         self.photo = None
         self.canvas.delete("all")
+        self._show_opened(None)
+        self.message.configure(text="")
         self._idle()
 
     def undo(self) -> None:
@@ -510,7 +547,7 @@ class App:
         def then(result: Any) -> None:
             if isinstance(result, DigitrecError):
                 return self._error(result)
-            self.message.configure(text=result, fg="#166534")
+            self.message.configure(text=result, foreground=GREEN)
 
         self.worker.submit("correct", lambda: self.session.correct(answered, label), then)
 
@@ -532,16 +569,12 @@ class App:
             if isinstance(result, DigitrecError):
                 return self._error(result)
             pred, thumb = result
-            if isinstance(pred, Reading):
-                self.version += 1
-                self.drawing.clear()
-                self.photo = thumb
-                self._redraw()
-                return self._show(pred)
-            photo = self.tk.PhotoImage(data=png_data(thumb))
-            self._images["thumb"] = photo
-            name = path.name if len(path.name) <= 24 else f"{path.name[:10]}…{path.name[-12:]}"
-            self.thumb.configure(image=photo, text=f"opened: {name}")
+            self.version += 1  # the image replaces the drawing, and any answer on its way
+            self.drawing.clear()
+            number = isinstance(pred, Reading)
+            self.photo = thumb if number else None
+            self._show_opened(None if number else (path.name, thumb))
+            self._redraw()
             self._show(pred)
 
         self.worker.submit("open", job, then)
@@ -555,7 +588,7 @@ class App:
             write_bytes(path, buf.getvalue())
         except OSError as exc:
             return self._error(DigitrecError(f"Could not save {path}: {exc.strerror or exc}"))
-        self.message.configure(text=f"saved {path}", fg="#166534")
+        self.message.configure(text=f"saved {path}", foreground=GREEN)
 
     def load_model(self, path: str | Path) -> None:
         def then(result: Any) -> None:
@@ -613,7 +646,7 @@ class App:
     def _show_reading(self, r: Reading) -> None:
         self.reading = r
         big, line = describe_reading(r)
-        self.digit.configure(text=big, fg="#b45309" if r.uncertain else "black",
+        self.digit.configure(text=big, foreground=AMBER if r.uncertain else "",
                              font=("TkDefaultFont", 40, "bold"))  # fmt: skip
         self.detail.configure(text=line)
         self.message.configure(text="")
@@ -628,7 +661,7 @@ class App:
         for c in r.chars:
             x0, y0, x1, y1 = (ox + c.box[0] * k, oy + c.box[1] * k,
                               ox + c.box[2] * k, oy + c.box[3] * k)  # fmt: skip
-            colour = "#b45309" if c.probabilities and c.confidence < 0.6 else "#2563eb"
+            colour = AMBER if c.probabilities and c.confidence < 0.6 else "#2563eb"
             self.canvas.create_rectangle(x0 - 2, y0 - 2, x1 + 2, y1 + 2, outline=colour,
                                          width=2, tags="boxes")  # fmt: skip
             if c.probabilities:
@@ -648,8 +681,8 @@ class App:
         self._offer_correction(not pred.blank)
         self.prediction = pred
         big, line = describe(pred, self.session.predictor.classes)
-        self.digit.configure(text=big, fg="#b45309" if pred.uncertain else "black",
-                             font=("TkDefaultFont", 64, "bold"))  # fmt: skip
+        colour = GREY if pred.blank else AMBER if pred.uncertain else ""
+        self.digit.configure(text=big, foreground=colour, font=BIG)
         self.detail.configure(text=line)
         self.message.configure(text="")
         self.root.title(title_for(pred))
@@ -658,6 +691,18 @@ class App:
         photo = self.tk.PhotoImage(data=png_data(seen.resize((112, 112), Image.Resampling.NEAREST)))
         self._images["seen"] = photo
         self.seen.configure(image=photo)
+
+    def _show_opened(self, opened: tuple[str, Image.Image] | None) -> None:
+        """The opened image's thumbnail and name beside the model's view, or nothing."""
+        self.opened = opened is not None
+        if opened is None:
+            self._images.pop("thumb", None)
+            self.thumb.configure(image="", text="")
+            return
+        name, thumb = opened
+        self._images["thumb"] = photo = self.tk.PhotoImage(data=png_data(thumb))
+        short = name if len(name) <= 24 else f"{name[:10]}…{name[-12:]}"
+        self.thumb.configure(image=photo, text=f"opened: {short}")
 
     def _offer_correction(self, on: bool) -> None:
         if not on:
@@ -671,13 +716,14 @@ class App:
     def _idle(self) -> None:
         self._offer_correction(False)
         self.prediction = self.reading = None
-        self.digit.configure(text="–", fg="black")
+        self.digit.configure(text="?", foreground=GREY, font=BIG)
         self.detail.configure(text="Write a number" if self.number.get() else "Draw a digit")
         self.root.title(title_for(None))
         self._show_bars([0.0] * 10)
+        self.seen.configure(image=self._images["empty"])
 
     def _error(self, exc: DigitrecError) -> None:
-        self.message.configure(text=str(exc), fg="#991b1b")
+        self.message.configure(text=str(exc), foreground=RED)
 
     def _show_bars(self, probs: list[float], top: int | None = None) -> None:
         c = self.bars
