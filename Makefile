@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## run: start the web app (the shipped model, or your best run) at http://127.0.0.1:8000/
+## run: start the web app at http://127.0.0.1:8000/ (the shipped model, or a run that beats it on validation)
 run: $(STAMP)
 	$(BIN)/digitrec serve
 

@@ -293,9 +293,9 @@ def test_export_and_every_backend_from_the_command_line(trained_run, mnist, tmp_
         assert r.stdout.splitlines()[1].startswith(f"{digit}: {label}"), r.stdout
     r = run_cli("predict", str(digit), "--model-path", str(tmp_path / "copy.onnx"))
     assert r.returncode == 0 and f"{digit}: {label}" in r.stdout, r.stderr
-    r = run_cli("evaluate", str(run / "best.safetensors"))
+    r = run_cli("evaluate", str(run / "best.safetensors"), cwd=tmp_path)
     assert r.returncode == 0 and "fast on mnist test: accuracy 0.9" in r.stdout, r.stderr
-    assert_drawn(run / "best-report" / "confusion.png")
+    assert_drawn(tmp_path / "reports" / "best" / "confusion.png")  # not beside the file
 
 
 def test_read_prints_each_number_and_json_gives_every_digit(tmp_path, glyphs):
@@ -330,3 +330,63 @@ def test_predict_says_when_an_image_holds_a_number(tmp_path, glyphs):
     assert f"digitrec read {tmp_path / 'n.png'}" in r.stdout
     compose(glyphs, ["4"])[0].save(tmp_path / "one.png")
     assert "more than one digit" not in run_cli("predict", str(tmp_path / "one.png")).stdout
+
+
+def test_evaluate_default_writes_its_report_under_reports_not_into_the_package(
+    tmp_path, monkeypatch, capsys, mnist
+):
+    """`default` names the shipped model for evaluate as for --init and ensemble; its report
+    goes to ./reports/default (beside the checkpoint was inside site-packages)."""
+    from dataclasses import replace
+
+    from digitrec import cli, data
+    from digitrec.runs import shipped_model_path
+
+    small = replace(mnist, test_images=mnist.test_images[:500], test_labels=mnist.test_labels[:500])
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: small)  # 500 test images
+    monkeypatch.chdir(tmp_path)
+    package = sorted(shipped_model_path().parent.iterdir())
+    assert cli.main(["evaluate", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "best on mnist test: accuracy" in out and "report: reports/default/report.html" in out
+    assert_drawn(tmp_path / "reports" / "default" / "confusion.png")
+    assert sorted(shipped_model_path().parent.iterdir()) == package  # nothing written there
+
+
+def test_runs_says_where_it_looked_and_which_model_is_used(trained_run, tmp_path, capsys):
+    from digitrec import cli
+
+    assert cli.main(["runs", "--runs-dir", str(tmp_path / "none")]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"No runs yet in {(tmp_path / 'none').resolve()}")
+    assert "predict, serve and gui use the model shipped with digitrec" in said
+    shutil.copytree(trained_run.run_dir, tmp_path / "runs" / "fast1")
+    assert cli.main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("predict, serve and gui use the shipped model (99.")
+    assert "the best run fast1 has" in last and "--model-path" in last
+
+
+def test_predict_a_folder_says_what_it_skipped_and_recursive_reads_subfolders(
+    trained_run, mnist, tmp_path, capsys
+):
+    from digitrec import cli
+
+    folder = tmp_path / "scans"
+    (folder / "2026").mkdir(parents=True)
+    Image.fromarray(255 - mnist.test_images[0].numpy()).save(folder / "a.png")
+    Image.fromarray(255 - mnist.test_images[1].numpy()).save(folder / "2026" / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    model = ["--model-path", str(trained_run.run_dir)]
+    assert cli.main(["predict", str(folder), "--json", *model]) == 0
+    out, err = capsys.readouterr()
+    assert [Path(o["file"]).name for o in json.loads(out)] == ["a.png"]
+    assert "skipped 2: 1 not an image by name (notes.txt)" in err
+    assert "1 folder (2026/): --recursive reads them too" in err
+    assert cli.main(["predict", str(folder), "--recursive", "--json", *model]) == 0
+    out, err = capsys.readouterr()
+    assert [Path(o["file"]).name for o in json.loads(out)] == ["b.png", "a.png"]
+    assert err.endswith("skipped 1: 1 not an image by name (notes.txt)\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert cli.main(["predict", str(tmp_path / "empty.png"), *model]) == 1
+    assert f"{tmp_path / 'empty.png'} is empty (0 bytes)" in capsys.readouterr().out

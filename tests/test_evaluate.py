@@ -71,3 +71,30 @@ def test_tta_report_scores_the_mean_of_the_views(trained_run, mnist, tmp_path):
     assert report["accuracy"] == pytest.approx(manual, abs=1e-6)
     plain = evaluate(model, meta, part, tmp_path / "plain", source="best")
     assert plain["tta"] is False and plain["accuracy"] != report["accuracy"]
+
+
+def test_report_figures_are_readable(tmp_path, monkeypatch):
+    """Counts on the darkest confusion cells in white; every bar of the reliability chart
+    named in its legend; the prediction grid's captions clear of the row above."""
+    from digitrec import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    cm = np.diag([100] * 10)
+    cm[2, 7], cm[4, 9] = 9, 1
+    plots.confusion_heatmap(cm, [str(d) for d in range(10)], tmp_path / "c.png")
+    texts = {t.get_text(): t.get_color() for t in figures[-1].axes[0].texts}
+    assert texts["9"] == "white" and texts["1"] == "black"
+    bins = [{"lo": lo, "hi": lo + 0.1, "accuracy": acc, "confidence": lo + 0.05, "count": 5}
+            for lo, acc in ((0.5, 0.9), (0.8, 0.6))]  # fmt: skip
+    plots.reliability_diagram({"as trained": (bins, 0.1)}, tmp_path / "r.png")
+    legend = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert any(t.startswith("overconfident") for t in legend)
+    assert any(t.startswith("underconfident") for t in legend)
+    plots.image_grid(np.zeros((20, 28, 28)), ["7 (7)"] * 20, tmp_path / "g.png")
+    fig = figures[-1]
+    fig.canvas.draw()
+    axes = fig.axes
+    for above, below in zip(axes[:10], axes[10:], strict=True):
+        title = below.title.get_window_extent()
+        assert title.y1 <= above.get_window_extent().y0  # display y grows upwards

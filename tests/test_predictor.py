@@ -1,3 +1,4 @@
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,14 +55,42 @@ def test_resolution_order(trained_run, tmp_path, monkeypatch):
     path, source = resolve_model_path(None, str(runs))
     assert source == "DIGITREC_MODEL"
     monkeypatch.delenv("DIGITREC_MODEL")
-    path, source = resolve_model_path(None, str(runs))
-    assert path == runs / "r1" / "best.safetensors" and "best run" in source
     path, source = resolve_model_path(None, str(tmp_path / "empty"))
     assert (path, source) == (shipped_model_path(), "shipped default")
     # a run directory works as --model-path too
     assert resolve_model_path(runs / "r1", None)[0] == runs / "r1" / "best.safetensors"
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         resolve_model_path(tmp_path / "missing.safetensors", None)
+
+
+def test_a_run_replaces_the_shipped_model_only_when_it_beats_it_on_the_same_split(
+    trained_run, tmp_path
+):
+    """`make train` then `make run`: a one-epoch run does not silently replace the shipped
+    model; one that validates higher on the same split does; another split is not compared."""
+    from digitrec.runs import choose_model, shipped_validation
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run.run_dir, runs / "r1")
+    shipped_acc, split = shipped_validation()
+    assert split == (5000, 0) and shipped_acc > 0.99
+    worse = choose_model(None, str(runs))
+    assert (worse.path, worse.source) == (shipped_model_path(), "shipped default")
+    assert "the best run r1 has" in worse.why and f"--model-path {runs / 'r1'}" in worse.why
+    metrics = runs / "r1" / "metrics.csv"
+    rows = metrics.read_text().splitlines()
+    cols = rows[0].split(",")
+    last = rows[-1].split(",")
+    last[cols.index("val_acc")] = f"{shipped_acc + 0.001:.6f}"
+    metrics.write_text("\n".join([*rows[:-1], ",".join(last)]) + "\n")
+    better = choose_model(None, str(runs))
+    assert better.path == runs / "r1" / "best.safetensors" and better.source == "best run (r1)"
+    assert "above the shipped model's" in better.why
+    config = json.loads((runs / "r1" / "config.json").read_text())
+    config["settings"]["split_seed"] = 7
+    (runs / "r1" / "config.json").write_text(json.dumps(config))
+    other = choose_model(None, str(runs))
+    assert other.source == "shipped default" and "cannot be compared" in other.why
 
 
 def test_test_time_augmentation_averages_views(predictor, mnist):

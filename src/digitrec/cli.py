@@ -238,6 +238,7 @@ def _add_predict_commands(sub: argparse._SubParsersAction) -> None:
         metavar="IMAGE",
         help=f"{FORMAT_NAMES} files, or folders of them",
     )
+    p.add_argument("-r", "--recursive", action="store_true", help="read folders' subfolders too")
     p.add_argument("--random", type=int, metavar="N", help="predict N random MNIST test images")
     p.add_argument("--seed", type=int, default=0, help="for --random")
     p.add_argument(
@@ -271,6 +272,7 @@ def _add_read_command(sub: argparse._SubParsersAction) -> None:
         "text per line of digits, with '.', ',' and a leading '-' where written.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help=f"{FORMAT_NAMES} files, or folders")
+    p.add_argument("-r", "--recursive", action="store_true", help="read folders' subfolders too")
     p.add_argument("--json", action="store_true", help="one record per file, each character's "
                    "box (source pixels), confidence and probabilities")  # fmt: skip
     p.add_argument("--model-path", help="checkpoint or run (default: the usual resolution)")
@@ -571,12 +573,14 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from digitrec.runs import list_runs, runs_root
+    from digitrec.runs import choose_model, list_runs, runs_root
 
     root = runs_root(args.runs_dir)
     rows = list_runs(root)
     if not rows:
-        print(f"no runs in {root}; start one with `digitrec train`")
+        print(f"No runs yet in {root.resolve()} (--runs-dir or $DIGITREC_RUNS_DIR look "
+              "elsewhere). `digitrec train` starts one; meanwhile predict, serve and gui use "
+              "the model shipped with digitrec.")  # fmt: skip
         return 0
 
     def pct(v: float | None) -> str:
@@ -594,6 +598,7 @@ def cmd_runs(args) -> int:
             f"{r.path.name:<34} {r.model:<8} {r.dataset:<13} {r.epochs:>6} {pct(r.val_acc):>8} "
             f"{pct(r.test_acc):>8} {r.params:>9,} {r.train_seconds:>8.1f}  {r.status}"
         )
+    print(f"\npredict, serve and gui use {choose_model(None, args.runs_dir).why}")
     return 0
 
 
@@ -620,14 +625,13 @@ def cmd_evaluate(args) -> int:
     from digitrec.evaluate import evaluate
     from digitrec.models import resolve_device
 
-    target = Path(args.target)
-    if target.suffix == ".safetensors" or target.is_file():
-        ckpt = target
-        out = target.with_name(target.stem + ("-report-tta" if args.tta else "-report"))
-    else:
-        run = runs.resolve_run(args.target, runs.runs_root(args.runs_dir))
+    ckpt = runs.resolve_checkpoint(args.target, runs.runs_root(args.runs_dir))
+    if ckpt.name == "best.safetensors" and not Path(args.target).is_file():  # a run
         # The plain report stays where `digitrec runs` reads it; TTA's goes beside it.
-        ckpt, out = run / "best.safetensors", run / "tta" if args.tta else run
+        out = ckpt.parent / "tta" if args.tta else ckpt.parent
+    else:  # a checkpoint's beside it would be inside the package for the shipped one
+        name = runs.SHIPPED if ckpt == runs.shipped_model_path() else ckpt.stem
+        out = Path("reports") / (name + ("-tta" if args.tta else ""))
     out = Path(args.out) if args.out else out
     model, meta = load_model(ckpt, resolve_device(args.device))
     ds = data.load_dataset(meta.get("dataset", "mnist"), args.data_dir)
@@ -658,7 +662,7 @@ def cmd_predict(args) -> int:
         raise DigitrecError(f"--random {args.random}: give a number of test images, 1 or more")
     if not args.images and not args.random:
         raise DigitrecError("give image files to predict, or --random N for test images")
-    files = image_files(args.images)  # before the model loads: a wrong folder fails at once
+    files = image_files(args.images, args.recursive)  # a wrong folder fails before loading
     predictor = Predictor.load(
         args.model_path, args.runs_dir, device=args.device, backend=args.backend
     )
@@ -723,7 +727,7 @@ def cmd_read(args) -> int:
     from digitrec.predictor import Predictor
     from digitrec.reading import read
 
-    files = image_files(args.images)
+    files = image_files(args.images, args.recursive)
     predictor = Predictor.load(args.model_path, args.runs_dir, backend=args.backend)
     records: list[dict] = []
     for path, r in per_file(files, lambda f: read(predictor, f), records, args.json):
@@ -820,9 +824,11 @@ def cmd_train_notdigit(args) -> int:
     return 0
 
 
-def image_files(args: list[str]) -> list[str]:
-    """The arguments, with each folder replaced by the images in it (by name). A folder
-    without any is an error: predicting nothing would look like success."""
+def image_files(args: list[str], recursive: bool = False) -> list[str]:
+    """The arguments, with each folder replaced by the images in it (by name; its
+    subfolders' too with ``recursive``). What a folder holds that is not read is said, on
+    stderr; a folder without any image is an error: predicting nothing would look like
+    success."""
     from digitrec.preprocess import IMAGE_SUFFIXES
 
     files = []
@@ -830,17 +836,41 @@ def image_files(args: list[str]) -> list[str]:
         if not Path(arg).is_dir():
             files.append(arg)  # a missing or unreadable file is reported in its turn
             continue
-        found = sorted(
-            str(f)
-            for f in Path(arg).iterdir()
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-        )
+        found, skipped = _folder_images(Path(arg), recursive, IMAGE_SUFFIXES)
+        if skipped:
+            print(f"{arg}: skipped {len(skipped)}: {'; '.join(skipped)}", file=sys.stderr)
         if not found:
             raise DigitrecError(
                 f"{arg}: a folder with no images in it ({', '.join(IMAGE_SUFFIXES)})"
             )
         files += found
     return files
+
+
+def _folder_images(
+    folder: Path, recursive: bool, suffixes: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """The images in ``folder`` by name, and what was skipped, each with why."""
+    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    found, folders, others = [], [], []
+    for f in entries:
+        if f.is_dir():
+            folders.append(f)
+        elif f.suffix.lower() in suffixes and f.is_file():
+            found.append(str(f))
+        else:
+            others.append(f)
+    skipped = []
+    if others:
+        names = ", ".join(str(f.relative_to(folder)) for f in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        skipped.append(f"{len(others)} not an image by name ({names}{more})")
+    if folders and not recursive:
+        names = ", ".join(f.name + "/" for f in folders[:5])
+        more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
+        skipped.append(f"{len(folders)} folder{'s' * (len(folders) > 1)} ({names}{more}): "
+                       "--recursive reads them too")  # fmt: skip
+    return found, skipped
 
 
 def _predict_random(predictor, args) -> int:

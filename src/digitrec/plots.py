@@ -57,11 +57,13 @@ def image_grid(
     colors: Sequence[str] | None = None,
     suptitle: str = "",
 ) -> None:
-    """A grid of 28x28 images (N, 28, 28) with a caption under each."""
+    """A grid of 28x28 images (N, 28, 28), each captioned above; the constrained layout
+    keeps a row's captions clear of the row above (tight_layout let them touch)."""
     n = max(len(images), 1)
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.15, rows * 1.45 + 0.4),
+                             squeeze=False, layout="constrained")  # fmt: skip
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
@@ -69,7 +71,6 @@ def image_grid(
             ax.set_title(titles[i], fontsize=8, color=colors[i] if colors else "black")
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     save(fig, path)
 
 
@@ -94,18 +95,13 @@ def confusion_heatmap(cm: np.ndarray, classes: Sequence[str], path) -> None:
     """Counts in each cell; the colour is the row-normalized rate so errors stand out."""
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(np.where(np.eye(len(cm), dtype=bool), np.nan, rates), cmap="Reds")
+    off = np.where(np.eye(len(cm), dtype=bool), np.nan, rates)
+    im = ax.imshow(off, cmap="Reds")
+    dark = 0.5 * np.nanmax(off) if np.nanmax(off) > 0 else np.inf  # white text from here up
     for i in range(len(cm)):
         for j in range(len(cm)):
-            ax.text(
-                j,
-                i,
-                str(cm[i, j]),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="black" if i != j else "tab:green",
-            )
+            colour = "tab:green" if i == j else "white" if off[i, j] >= dark else "black"
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes[0]) > 2 else 0)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -132,10 +128,21 @@ def reliability_diagram(panels: dict[str, tuple[Sequence[dict[str, float]], floa
         m = count > 0
         ax.bar(lo[m], acc[m], width=width[m], align="edge", edgecolor="k",
                label="accuracy of the bin's answers")  # fmt: skip
-        ax.bar(lo[m], (conf - acc)[m], bottom=acc[m], width=width[m], align="edge",
-               color="tab:red", alpha=0.4, label="gap to their mean confidence")  # fmt: skip
+        # The gap to the bin's mean confidence: above the bar when the model claims more
+        # than it gets right, hatched inside it when it gets more right than it claims.
+        over, under = m & (conf > acc), m & (conf < acc)
+        if over.any():
+            ax.bar(lo[over], (conf - acc)[over], bottom=acc[over], width=width[over],
+                   align="edge", color="tab:red", alpha=0.4,
+                   label="overconfident: mean confidence above accuracy")  # fmt: skip
+        if under.any():
+            ax.bar(lo[under], (acc - conf)[under], bottom=conf[under], width=width[under],
+                   align="edge", fill=False, hatch="///", edgecolor="tab:orange", linewidth=0,
+                   label="underconfident: accuracy above mean confidence")  # fmt: skip
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.4)  # room for the legend above the bars
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_title(f"{title}: ECE {ece:.4f}")
         ax.legend(loc="upper left", fontsize=8)
         ax2.bar(lo, count, width=width, align="edge", color="tab:gray", label="images per bin")

@@ -231,6 +231,7 @@ class RunSummary:
     params: int = 0
     train_seconds: float = 0.0
     damaged: str = ""  # why the run cannot be read; empty for a sound one
+    split: tuple[int, int] | None = None  # its validation split: (val_size, split_seed)
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:
@@ -253,6 +254,11 @@ def summarize(run: Path) -> RunSummary:
     if (run / "report.json").is_file():
         test = read_json(run / "report.json", {"accuracy": Number}).get("accuracy")
     status = cfg.get("status", "?")
+    settings = cfg["settings"]
+    split = (
+        int(settings.get("val_size", 5000)),
+        int(settings.get("split_seed", settings.get("seed", 0))),
+    )
     if status == "running" and not in_use(run):
         status = "stopped (killed?): resume it with --resume"
     return RunSummary(
@@ -265,6 +271,7 @@ def summarize(run: Path) -> RunSummary:
         test_acc=test,
         params=cfg.get("params") or 0,
         train_seconds=seconds,
+        split=split,
     )
 
 
@@ -282,12 +289,24 @@ def list_runs(root: Path) -> list[RunSummary]:
     return sorted(runs, key=lambda r: (bool(r.damaged), -(r.val_acc or -1.0)))
 
 
-def best_checkpoint(root: Path, dataset: str = "mnist") -> Path | None:
-    """The best.safetensors of the run with the highest validation accuracy on ``dataset``."""
+def best_run(root: Path, dataset: str = "mnist") -> RunSummary | None:
+    """The run with the highest validation accuracy on ``dataset`` that has a checkpoint."""
     for run in list_runs(root):
         if run.dataset == dataset and not run.damaged and (run.path / "best.safetensors").is_file():
-            return run.path / "best.safetensors"
+            return run
     return None
+
+
+def shipped_validation() -> tuple[float, tuple[int, int]] | None:
+    """The shipped model's validation accuracy and split (val_size, split_seed), from the
+    record the ship tool writes beside it; None without one."""
+    try:
+        record = json.loads(shipped_model_path().with_suffix(".json").read_text())
+        settings = record["config"]["settings"]
+        split = (int(settings["val_size"]), int(settings["split_seed"]))
+        return float(record["validation"]["val_acc"]), split
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def reading_model_path(model: Path, kind: str = "reader") -> Path:
@@ -325,12 +344,24 @@ def pinned() -> bool:
     return bool(os.environ.get(MODEL_ENV))
 
 
-def resolve_model_path(
+@dataclass(frozen=True)
+class Choice:
+    """The model to use: its checkpoint, where it came from (a label for status lines and
+    /api/model) and why it was chosen (a sentence for people)."""
+
+    path: Path
+    source: str
+    why: str
+
+
+def choose_model(
     model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
-) -> tuple[Path, str]:
-    """The checkpoint to use and where it came from (for status lines and /api/model), the
-    first of: ``--model-path``, ``$DIGITREC_MODEL``, the registry's active version
-    (``digitrec model``), the best run under the runs directory, the shipped model."""
+) -> Choice:
+    """The first of: ``--model-path``, ``$DIGITREC_MODEL``, the registry's active version
+    (``digitrec model``), the best run under the runs directory when it beats the shipped
+    model on the same validation split, the shipped model. A run validated on another
+    split, or worse, is used only when named: a one-epoch run must not silently replace a
+    better model."""
     for value, source in ((model_path, "--model-path"), (os.environ.get(MODEL_ENV), MODEL_ENV)):
         if value:
             p = Path(value)
@@ -338,16 +369,46 @@ def resolve_model_path(
                 p = resolve_run(p) / "best.safetensors"
             if not p.is_file():
                 raise CheckpointError(f"{source}: no checkpoint at {p}")
-            return p, source
+            return Choice(p, source, f"named by {source}")
     if (version := active_version()) is not None:
-        return version.path, f"registry version {version.number}"
-    best = best_checkpoint(runs_root(runs_dir))
-    if best is not None:
-        return best, f"best run ({best.parent.name})"
-    shipped = shipped_model_path()
-    if shipped.is_file():
-        return shipped, "shipped default"
-    raise CheckpointError(
-        "No model found: no --model-path, no $DIGITREC_MODEL, no active registry version, no "
-        f"run under {runs_root(runs_dir)}, and no shipped default. Train one with `digitrec train`."
-    )
+        why = f"version {version.number} is the registry's active one (`digitrec model list`)"
+        return Choice(version.path, f"registry version {version.number}", why)
+    run, shipped = best_run(runs_root(runs_dir)), shipped_model_path()
+    if not shipped.is_file():
+        if run is not None:
+            return Choice(run.path / "best.safetensors", f"best run ({run.path.name})",
+                          "the best run; no model is shipped in this install")  # fmt: skip
+        raise CheckpointError(
+            "No model found: no --model-path, no $DIGITREC_MODEL, no active registry version, "
+            f"no run under {runs_root(runs_dir)}, and no shipped default. Train one with "
+            "`digitrec train`."
+        )
+    if run is None:
+        return Choice(shipped, "shipped default", "the model shipped with digitrec; no runs yet")
+    better, why = _against_shipped(run)
+    if better:
+        return Choice(run.path / "best.safetensors", f"best run ({run.path.name})", why)
+    return Choice(shipped, "shipped default", why)
+
+
+def _against_shipped(run: RunSummary) -> tuple[bool, str]:
+    """Whether ``run`` beats the shipped model on the same validation split, and why."""
+    shipped = shipped_validation()
+    named = f"name it with --model-path {run.path} to use it"
+    if shipped is None or run.val_acc is None or run.split != shipped[1]:
+        why = f"the best run {run.path.name} was not validated on the shipped model's split"
+        return False, f"the shipped model; {why}, so they cannot be compared: {named}"
+    ours, theirs = run.val_acc, shipped[0]
+    if ours > theirs:
+        return True, (f"the best run {run.path.name}: {ours:.2%} on validation, above the "
+                      f"shipped model's {theirs:.2%} on the same split")  # fmt: skip
+    return False, (f"the shipped model ({theirs:.2%} on validation); the best run "
+                   f"{run.path.name} has {ours:.2%} on the same split: {named}")  # fmt: skip
+
+
+def resolve_model_path(
+    model_path: str | os.PathLike[str] | None = None, runs_dir: str | None = None
+) -> tuple[Path, str]:
+    """``choose_model``'s checkpoint and source."""
+    c = choose_model(model_path, runs_dir)
+    return c.path, c.source

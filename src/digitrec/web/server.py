@@ -13,7 +13,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from digitrec.errors import DigitrecError
 from digitrec.feedback import FEEDBACK_URL_ENV, FeedbackStore
 from digitrec.predictor import Predictor
-from digitrec.runs import MODEL_ENV, pinned, resolve_model_path
+from digitrec.runs import MODEL_ENV, choose_model, pinned
 from digitrec.web.settings import (
     BACKEND_ENV,
     SHUTDOWN_SECONDS,
@@ -53,16 +53,18 @@ def serve(
     if workers < 1:
         raise DigitrecError(f"--workers {workers}: give 1 or more (one per core serves most)")
     limits_from_env()  # a bad limit fails here, once, not in every worker
-    path, source = resolve_model_path(model_path)
+    choice = choose_model(model_path)
+    path = choice.path
     p = Predictor.load(path, backend=backend)  # fail now, clearly, not in every worker
     if model_path or pinned():  # else each worker resolves it and follows the registry
         os.environ[MODEL_ENV] = str(path)
-        os.environ[SOURCE_ENV] = source
+        os.environ[SOURCE_ENV] = choice.source
     os.environ[BACKEND_ENV] = backend
     os.environ[FEEDBACK_URL_ENV] = FeedbackStore(feedback_url).url  # a bad one fails here
     os.environ[THREADS_ENV] = str(max(1, cores() // workers))  # a core each
     check_port(host, port)
-    print(f"digitrec: open http://{host}:{port}/ (model {path}, {p.backend})", flush=True)
+    print(f"digitrec: open http://{host}:{port}/\n  model {path} ({p.backend}): {choice.why}",
+          flush=True)  # fmt: skip
     uvicorn.run(
         "digitrec.web.app:create_app",
         factory=True,
