@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import encode, free_port, missing_system_package, wait_ready
 from digitrec.feedback import FeedbackStore
+from digitrec.preprocess import FORMAT_NAMES
 from digitrec.runs import shipped_model_path
 from strokes import ink_runs, shape, written
 
@@ -148,11 +149,19 @@ def test_upload_through_the_file_input(page, mnist, tmp_path):
     page.set_input_files("#file", str(bad))
     settle(page)
     error = page.locator("#error")
-    assert error.is_visible() and "not a readable image" in error.inner_text()
+    assert (
+        error.is_visible()
+        and f"not a readable image ({FORMAT_NAMES} are read)" in error.inner_text()
+    )
     assert shown(page) == "?"  # the previous answer is not left beside the error
     assert not page.locator("#thumbfig").is_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-upload-error.png"), full_page=True)
+    text = tmp_path / "notes.txt"
+    text.write_text("a shopping list")
+    page.set_input_files("#file", str(text))
+    assert error.inner_text() == f"notes.txt is not a readable image ({FORMAT_NAMES} are read)"
+    assert page.locator("#accepts").inner_text() == f"Pictures: {FORMAT_NAMES}, up to 10 MB."
 
 
 def on_screen(pg, selector: str, width: int, height: int) -> bool:

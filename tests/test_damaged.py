@@ -18,7 +18,7 @@ from digitrec.cli import main
 from digitrec.errors import CheckpointError
 from digitrec.export import OnnxModel
 from digitrec.predictor import Predictor
-from digitrec.runs import list_runs, resolve_model_path, shipped_model_path
+from digitrec.runs import best_run, list_runs, shipped_model_path
 
 SHIPPED = shipped_model_path()
 
@@ -157,9 +157,10 @@ def test_damaged_runs_are_listed_as_damaged_and_never_picked(tmp_path, capsys, d
     assert "cut-short" in out and "not readable JSON" in out
     assert out.index("sound") < out.index("a-list")  # the sound run first
     assert [r.path.name for r in list_runs(root) if not r.damaged] == ["sound"]
-    assert resolve_model_path(runs_dir=str(root))[0] == sound / "best.safetensors"
+    assert best_run(root).path == sound  # the one the shipped model is compared with
+    assert "the best run sound" in out.splitlines()[-1]
     assert main(["predict", str(digit_png), "--runs-dir", str(root)]) == 0
-    assert "sound" in capsys.readouterr().out
+    assert "shipped default" in capsys.readouterr().out  # a run below it does not replace it
     says = error_line(capsys, "train", "--resume", str(root / "null-settings"))
     assert f"{root / 'null-settings' / 'config.json'} is damaged: settings is missing" in says
 

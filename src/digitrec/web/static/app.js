@@ -551,7 +551,7 @@ function showError(message) {
 
 // ------------------------------------------------------------------- uploads
 
-let accepted = null;  // from /api/limits: "PNG, JPEG, ..., up to 10 MB"
+let accepted = null;  // from /api/limits: "PNG, JPEG, ... and TIFF"
 
 // The uploaded picture: as a thumbnail beside the answer for one digit, on the canvas
 // (boxed) for a number.
@@ -567,10 +567,8 @@ function showUpload() {
 function openFile(file) {
   if (!file) return;
   const name = file.name || "pasted picture";
-  if (file.type && !file.type.startsWith("image/")) {
-    const what = accepted ? ` (${accepted.formats})` : "";
-    setDoc(doc);  // keeps the pad; the error replaces the answer
-    showError(`${name} is not a picture digitrec reads${what}.`);
+  if (file.type && !file.type.startsWith("image/")) {  // the server's words, with the name
+    showError(`${name} is not a readable image` + (accepted ? ` (${accepted} are read)` : ""));
     return;
   }
   const up = { file, name, url: URL.createObjectURL(file), img: null };
@@ -643,7 +641,7 @@ fetch("/api/model").then((r) => r.json()).then((m) => {
   $("model").textContent = `model ${m.name} (${m.source})${acc}${runtime}`;
 }).catch(() => { $("model").textContent = "model unavailable"; });
 fetch("/api/limits").then((r) => r.json()).then((l) => {
-  accepted = { formats: l.formats.slice(0, -1).join(", ") + ` and ${l.formats.at(-1)} are read` };
+  accepted = l.formats.slice(0, -1).join(", ") + ` and ${l.formats.at(-1)}`;
   $("accepts").textContent = `Pictures: ${l.accepted}.`;
 }).catch(() => {});
 let resizing = 0;
