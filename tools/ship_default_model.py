@@ -103,7 +103,8 @@ def main() -> None:
         ap.error(f"--to {args.to}: no such directory")
     if args.lines is not None and not is_line_model(args.lines):
         ap.error(f"--lines {args.lines}: not a line model")
-    quick = ["--limit", str(args.limit), "--epochs", "1"] if args.limit else []
+    # A quick chain validates on 500 images: the steps score and calibrate on it.
+    quick = ["--limit", str(args.limit), "--epochs", "1", "--val-size", "500"] if args.limit else []
     base_steps, tune_steps = [*BASE, *quick], [*TUNE, *quick]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
