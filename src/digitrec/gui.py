@@ -327,7 +327,7 @@ class App:
 
         dpi_scale = max(1.0, float(root.tk.call("tk", "scaling")) / (96 / 72))
         self.min_side = round(MIN_SIDE * dpi_scale)
-        ttk = self.ttk = themed(root)
+        ttk = themed(root)
         root.title("digitrec")
         root.minsize(self.min_side + 300, self.min_side + 120)
         root.columnconfigure(0, weight=1)

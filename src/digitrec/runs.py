@@ -256,8 +256,8 @@ def summarize(run: Path) -> RunSummary:
     status = cfg.get("status", "?")
     settings = cfg["settings"]
     split = (
-        int(settings.get("val_size", 5000)),
-        int(settings.get("split_seed", settings.get("seed", 0))),
+        int(settings.get("val_size", TrainConfig.val_size)),
+        int(settings.get("split_seed", settings.get("seed", TrainConfig.split_seed))),
     )
     if status == "running" and not in_use(run):
         status = "stopped (killed?): resume it with --resume"
@@ -369,9 +369,9 @@ def choose_model(
                 p = resolve_run(p) / "best.safetensors"
             if not p.is_file():
                 raise CheckpointError(f"{source}: no checkpoint at {p}")
-            return Choice(p, source, f"named by {source}")
+            return Choice(p, source, f"the model named by {source}")
     if (version := active_version()) is not None:
-        why = f"version {version.number} is the registry's active one (`digitrec model list`)"
+        why = f"registry version {version.number}, the active one (`digitrec model list`)"
         return Choice(version.path, f"registry version {version.number}", why)
     run, shipped = best_run(runs_root(runs_dir)), shipped_model_path()
     if not shipped.is_file():

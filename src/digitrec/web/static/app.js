@@ -357,7 +357,8 @@ function show(r, input) {
 // One digit is read at a time: an answer that is not a sure digit is asked of the number
 // reader too, and when that finds several digits the page says so and offers to read them.
 async function severalDigits(r, body, type, asked) {
-  if (r.blank || (!r.not_a_digit && !r.uncertain)) return;
+  // not while a stroke is on its way: a half-drawn digit is often unsure
+  if (current || queued || r.blank || (!r.not_a_digit && !r.uncertain)) return;
   const headers = type ? { "Content-Type": type } : {};
   const res = await fetch("/api/read", { method: "POST", headers, body }).catch(() => null);
   const read = res && res.ok ? await res.json() : null;
