@@ -209,8 +209,9 @@ def test_predict_random_draws_a_page_of_mistakes_first(trained_run, tmp_path, mo
     """Thousands of images are scored, and the grid shows GRID_MAX of them, mistakes
     first (drawing all 3,000 took two minutes and 2.4 GB)."""
     from digitrec import cli
+    from digitrec.cli import images
 
-    monkeypatch.setattr(cli, "GRID_MAX", 12)
+    monkeypatch.setattr(images, "GRID_MAX", 12)
     grid = tmp_path / "grid.png"
     model = str(trained_run.run_dir / "best.safetensors")
     args = ["predict", "--random", "1000", "--json", "--grid", str(grid), "--model-path", model]
