@@ -150,3 +150,18 @@ def test_learning_needs_corrections_and_says_how_to_make_them(home, capsys):
     code, out = learn_cli(capsys, "--feedback-url", store.url)
     assert code == 2
     assert "correct more answers on the page, in the window or with `digitrec correct`" in out
+
+
+def test_only_the_newest_candidates_are_kept(tmp_path):
+    """learn/ keeps the five newest candidate runs; a promoted one lives on in the registry."""
+    from digitrec.learn import KEEP_CANDIDATES, prune_candidates
+
+    names = [f"20261205-1{k}0000-learn" for k in range(7)] + ["20261205-160000-learn-2"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    (tmp_path / "notes").mkdir()  # not a run: never touched
+    gone = prune_candidates(tmp_path)
+    assert [d.name for d in gone] == names[:3] and KEEP_CANDIDATES == 5
+    assert sorted(d.name for d in tmp_path.iterdir()) == sorted([*names[3:], "notes"])
+    assert prune_candidates(tmp_path / "missing") == []

@@ -16,6 +16,7 @@ corrections and the canaries (``digitrec.canaries``).
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,8 +65,24 @@ MAX_CANARY_DROP = 0.005  # ... a canary's by 0.5 point
 AUGMENT = Augment(rotate=15, elastic=0.3, strays=0.1, outline=0.1)
 
 
+KEEP_CANDIDATES = 5  # the newest candidates kept in learn/ (2.3 MB each); a promoted one is
+# copied into the registry, so pruning it loses nothing
+
+
 def learn_root() -> Path:
     return digitrec_home() / "learn"
+
+
+def prune_candidates(root: Path, keep: int = KEEP_CANDIDATES) -> list[Path]:
+    """Delete all but the ``keep`` newest candidate runs under ``root`` (named by the time
+    they were made); returns the deleted ones."""
+    runs = (
+        sorted(d for d in root.iterdir() if (d / "config.json").is_file()) if root.is_dir() else []
+    )
+    old = runs[: max(0, len(runs) - keep)]
+    for d in old:
+        shutil.rmtree(d, ignore_errors=True)
+    return old
 
 
 def is_held_out(record: Correction) -> bool:
@@ -242,6 +259,8 @@ def learn(
         "refused": refused,
     }
     _write_run(run, candidate, meta, settings, info, history, val)
+    if out is None:
+        prune_candidates(learn_root())
     promoted = None
     if not refused and not dry_run:
         why = f"learn: {len(train_rs)} corrections, validation {100 * after.validation:.2f}%"
