@@ -96,13 +96,13 @@ def shown(page) -> str:
 
 def test_drawn_mnist_digits_are_recognized(page, mnist):
     rng = np.random.default_rng(0)
-    sample = rng.choice(len(mnist.test_images), 20, replace=False)
+    sample = rng.choice(len(mnist.test_images), 12, replace=False)  # 20 took 18 s of the suite
     right = 0
     for i in sample:
         page.keyboard.press("Escape")
         draw_digit(page, mnist.test_images[int(i)].numpy())
         right += shown(page) == str(int(mnist.test_labels[int(i)]))
-    assert right >= 16, f"{right}/20 drawn digits recognized"
+    assert right >= 10, f"{right}/12 drawn digits recognized"
     bars = page.locator("#bars li")
     assert bars.count() == 10
     assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")

@@ -497,7 +497,6 @@ function boxes(r) {
 // A new mode keeps what is on the pad: the picture, or the strokes centred on the new
 // canvas (shrunk to fit when a number goes to the square one). Undo starts afresh.
 function switchMode(next) {
-  const before = canvas.getBoundingClientRect();
   mode = next;
   document.querySelector(`input[name=mode][value=${next}]`).checked = true;
   document.body.classList.toggle("number-mode", mode === "number");
@@ -507,16 +506,15 @@ function switchMode(next) {
     : "Drawing canvas: draw one digit with the mouse, a pen or a finger");
   reading = null;
   fitCanvas();
-  const after = canvas.getBoundingClientRect();
-  doc = { strokes: recentred(doc.strokes, before.width / before.height, after.width / after.height),
-          upload: doc.upload };
+  const { width, height } = canvas.getBoundingClientRect();
+  doc = { strokes: recentred(doc.strokes, width / height), upload: doc.upload };
   past.length = future.length = 0;
   changed();
 }
 document.querySelectorAll("input[name=mode]").forEach((el) =>
   el.addEventListener("change", () => switchMode(el.value)));
 
-function recentred(strokes, fromAspect, toAspect) {
+function recentred(strokes, toAspect) {
   if (!strokes.length) return strokes;
   const xs = strokes.flatMap((s) => s.points.map((p) => p[0]));
   const x0 = Math.min(...xs), x1 = Math.max(...xs);
