@@ -515,6 +515,7 @@ def test_limits_say_what_is_accepted_in_the_words_every_error_uses(client):
     r = client.get("/api/limits").json()
     assert r["accepted"] == f"{FORMAT_NAMES}, up to 1.9 MB"
     assert r["formats"][-1] == "TIFF" and "image/tiff" in r["mime_types"]
+    assert r["format_names"] == FORMAT_NAMES
     refused = client.post("/api/predict", content=b"x" * 2_000_001,
                           headers={"content-type": "image/png"})  # fmt: skip
     assert refused.json()["detail"].endswith("over the 1.9 MB limit")

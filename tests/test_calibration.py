@@ -154,3 +154,14 @@ def test_calibrate_refuses_a_bad_risk_and_a_model_that_reads_numbers(tmp_path):
     r = run_cli("calibrate", str(path))
     assert r.returncode != 0 and "reads numbers" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_runs_split_is_read_as_training_reads_it():
+    """One reading of a run's validation split for calibration, learn and the model choice:
+    a run from before split_seed split by its seed, as TrainConfig.from_dict says."""
+    from digitrec.recipes import TrainConfig
+    from digitrec.runs import split_of
+
+    for settings in ({"seed": 3}, {}, {"val_size": 0, "split_seed": 2, "seed": 7}):
+        cfg = TrainConfig.from_dict({"model": "fast", **settings})
+        assert split_of(settings) == (cfg.val_size, cfg.split_seed)

@@ -24,7 +24,7 @@ from digitrec.data import load_dataset, split_indices, to_float
 from digitrec.errors import CheckpointError, DigitrecError
 from digitrec.export import export, onnx_path_for
 from digitrec.models import LINE_MODEL, batched_logits
-from digitrec.runs import read_config, resolve_checkpoint
+from digitrec.runs import read_config, resolve_checkpoint, split_of
 
 MAX_RISK = 0.002  # errors allowed among the answers given without "not sure"
 UNCERTAIN_BELOW = 0.6  # the "not sure" threshold of a model never calibrated: no measurement
@@ -120,10 +120,8 @@ def validation_split(checkpoint: Path) -> tuple[int, int]:
     else the project's standard one (5,000 images, seed 0), which the shipped model's
     steps used."""
     if (checkpoint.parent / "config.json").is_file():
-        settings = read_config(checkpoint.parent).get("settings") or {}
-        if settings.get("val_size") is not None:
-            return int(settings["val_size"]), int(settings.get("split_seed") or 0)
-    return 5000, 0
+        return split_of(read_config(checkpoint.parent).get("settings") or {})
+    return split_of({})
 
 
 def calibrate_checkpoint(

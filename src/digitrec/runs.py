@@ -254,11 +254,6 @@ def summarize(run: Path) -> RunSummary:
     if (run / "report.json").is_file():
         test = read_json(run / "report.json", {"accuracy": Number}).get("accuracy")
     status = cfg.get("status", "?")
-    settings = cfg["settings"]
-    split = (
-        int(settings.get("val_size", TrainConfig.val_size)),
-        int(settings.get("split_seed", settings.get("seed", TrainConfig.split_seed))),
-    )
     if status == "running" and not in_use(run):
         status = "stopped (killed?): resume it with --resume"
     return RunSummary(
@@ -271,7 +266,7 @@ def summarize(run: Path) -> RunSummary:
         test_acc=test,
         params=cfg.get("params") or 0,
         train_seconds=seconds,
-        split=split,
+        split=split_of(cfg["settings"]),
     )
 
 
@@ -289,6 +284,17 @@ def list_runs(root: Path) -> list[RunSummary]:
     return sorted(runs, key=lambda r: (bool(r.damaged), -(r.val_acc or -1.0)))
 
 
+def split_of(settings: dict[str, Any]) -> tuple[int, int]:
+    """The validation split (val_size, split_seed) a run's settings held out; runs from
+    before split_seed split by their seed (as ``TrainConfig`` reads them)."""
+    size = settings.get("val_size")
+    seed = settings.get("split_seed", settings.get("seed"))
+    return (
+        TrainConfig.val_size if size is None else int(size),
+        TrainConfig.split_seed if seed is None else int(seed),
+    )
+
+
 def best_run(root: Path, dataset: str = "mnist") -> RunSummary | None:
     """The run with the highest validation accuracy on ``dataset`` that has a checkpoint."""
     for run in list_runs(root):
@@ -302,9 +308,7 @@ def shipped_validation() -> tuple[float, tuple[int, int]] | None:
     record the ship tool writes beside it; None without one."""
     try:
         record = json.loads(shipped_model_path().with_suffix(".json").read_text())
-        settings = record["config"]["settings"]
-        split = (int(settings["val_size"]), int(settings["split_seed"]))
-        return float(record["validation"]["val_acc"]), split
+        return float(record["validation"]["val_acc"]), split_of(record["config"]["settings"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -271,6 +271,7 @@ async def accepts(limits: LimitsDep) -> dict[str, Any]:
     return {
         "formats": [f.name for f in FORMATS],
         "mime_types": [f.mime for f in FORMATS],
+        "format_names": FORMAT_NAMES,
         "accepted": f"{FORMAT_NAMES}, up to {size_text(limits.max_body_bytes)}",
         "max_body_bytes": limits.max_body_bytes,
         "max_pixels": limits.max_pixels,

@@ -617,7 +617,6 @@ async function showExamples() {
     const b = document.createElement("button");
     b.type = "button";
     b.title = ex.title;
-    b.dataset.mode = ex.mode;
     b.innerHTML = `<img src="/static/examples/${ex.file}" alt="${ex.title}">`;
     b.addEventListener("click", async () => {
       const blob = await fetch(`/static/examples/${ex.file}`).then((r) => r.blob());
@@ -640,7 +639,7 @@ fetch("/api/model").then((r) => r.json()).then((m) => {
   $("model").textContent = `model ${m.name} (${m.source})${acc}${runtime}`;
 }).catch(() => { $("model").textContent = "model unavailable"; });
 fetch("/api/limits").then((r) => r.json()).then((l) => {
-  accepted = l.formats.slice(0, -1).join(", ") + ` and ${l.formats.at(-1)}`;
+  accepted = l.format_names;
   $("accepts").textContent = `Pictures: ${l.accepted}.`;
 }).catch(() => {});
 let resizing = 0;
